@@ -1,0 +1,3 @@
+"""advrecover: a batch pipeline reproducing cross-domain self-supervised adversarial sample recovery."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Adversarial attacks: parameters (torch-free), the registry and SSAH."""

@@ -1,0 +1,181 @@
+"""The ``pipeline`` command line. Heavy modules (torch, submitit) are imported only where needed."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+import click
+
+from pipeline.errors import PipelineError
+
+
+def _fail_cleanly(command: Callable) -> Callable:
+    """Print a user error as one line and exit 1; bugs keep their traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def config_options(command: Callable) -> Callable:
+    command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                           help="Override one config value (repeatable), e.g. sample.seed=2.")(command)
+    return click.option("--config", "config_name", default="demo", show_default=True,
+                        help="Built-in config (smoke, demo, paper) or a YAML file.")(command)
+
+
+class Session:
+    """What every command shares: the artifact store, and the config once one is loaded."""
+
+    def __init__(self, artifacts: str | None):
+        from pipeline.store import Store, default_root
+
+        self.store = Store(default_root(artifacts))
+
+    def plan(self, config_name: str, overrides: Sequence[str], targets: Sequence[str], force: Sequence[str] = ()):
+        from pipeline.config import load_config
+        from pipeline.dag import build_plan
+
+        config = load_config(config_name, overrides)
+        return config, build_plan(config, self.store, targets or ["all"], force)
+
+
+@click.group()
+@click.option("--artifacts", metavar="DIR", help="Artifact root (default: $PIPELINE_ARTIFACTS or ./artifacts).")
+@click.version_option(package_name="advrecover")
+@click.pass_context
+def main(ctx: click.Context, artifacts: str | None) -> None:
+    """advrecover: cross-domain self-supervised adversarial sample recovery, as a batch pipeline."""
+    ctx.obj = Session(artifacts)
+
+
+@main.command()
+@click.argument("targets", nargs=-1)
+@config_options
+@click.option("--force", multiple=True, metavar="STEP", help="Rebuild this step and its dependants.")
+@click.pass_obj
+@_fail_cleanly
+def run(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
+        force: tuple[str, ...]) -> None:
+    """Run TARGETS (``all``, ``ablations`` or step names) in this process, skipping finished work."""
+    from pipeline.runners.local import run_plan
+
+    config, plan = session.plan(config_name, overrides, targets, force)
+    run_plan(plan, session.store, config)
+
+
+@main.command()
+@click.argument("targets", nargs=-1)
+@config_options
+@click.option("--force", multiple=True, metavar="STEP")
+@click.pass_obj
+@_fail_cleanly
+def plan(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
+         force: tuple[str, ...]) -> None:
+    """Print the tasks of TARGETS with their keys and whether each is up to date; changes nothing."""
+    _, planned = session.plan(config_name, overrides, targets, force)
+    for step, items in planned.by_step().items():
+        done = sum(not p.needed for p in items)
+        click.echo(f"{step}  ({done}/{len(items)} up to date)")
+        for p in items:
+            state = "forced" if p.forced else "done" if p.complete else "pending"
+            inputs = ", ".join(sorted({s for s, _ in p.inputs.values()}))
+            click.echo(f"  {p.task.id:<28} {p.key}  {state:<7}" + (f"  <- {inputs}" if inputs else ""))
+
+
+@main.command()
+@config_options
+@click.pass_obj
+@_fail_cleanly
+def status(session: Session, config_name: str, overrides: tuple[str, ...]) -> None:
+    """Per step: how many of the config's tasks are done, with each artifact's summary."""
+    from pipeline.status import report
+
+    config, planned = session.plan(config_name, overrides, ["all"])
+    for line in report(planned, session.store, config):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--config", "config_name", default=None, help="Only the artifacts of this config's plan.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.pass_obj
+@_fail_cleanly
+def verify(session: Session, config_name: str | None, overrides: tuple[str, ...]) -> None:
+    """Check the sha256 of every file of every artifact (or of one config's artifacts)."""
+    if config_name:
+        _, planned = session.plan(config_name, overrides, ["all"])
+        pairs = [(p.task.step, p.key) for p in planned.tasks if p.complete]
+    else:
+        pairs = [(a.step, a.key) for step in session.store.steps() for a in session.store.list(step)]
+    bad = []
+    for step, key in pairs:
+        try:
+            session.store.open(step, key, full=True)
+        except PipelineError as err:
+            bad.append(str(err))
+    for line in bad:
+        click.echo(f"BAD  {line}")
+    click.echo(f"verified {len(pairs)} artifact(s), {len(bad)} bad")
+    if bad:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("steps", nargs=-1)
+@config_options
+@click.pass_obj
+@_fail_cleanly
+def clean(session: Session, steps: tuple[str, ...], config_name: str, overrides: tuple[str, ...]) -> None:
+    """Remove leftovers of killed runs; with STEPS, also remove those steps' artifacts for the config."""
+    removed = session.store.sweep()
+    click.echo(f"removed {len(removed)} temporary director(y/ies)")
+    if steps:
+        _, planned = session.plan(config_name, overrides, ["all"])
+        unknown = set(steps) - set(planned.steps)
+        if unknown:
+            raise PipelineError(f"unknown step(s): {', '.join(sorted(unknown))}")
+        doomed = [p for p in planned.tasks if p.task.step in steps and p.complete]
+        for p in doomed:
+            session.store.remove(p.task.step, p.key)
+        click.echo(f"removed {len(doomed)} artifact(s) of {', '.join(steps)}")
+
+
+@main.command()
+@click.argument("subject", type=click.Choice(["config", "steps", "models"]))
+@config_options
+@click.pass_obj
+@_fail_cleanly
+def describe(session: Session, subject: str, config_name: str, overrides: tuple[str, ...]) -> None:
+    """Print the resolved config, the step declarations, or the models' layers and sizes."""
+    from pipeline.config import load_config
+
+    config = load_config(config_name, overrides)
+    if subject == "config":
+        import yaml
+
+        click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    elif subject == "steps":
+        from pipeline.dag import discover
+
+        for step in discover().values():
+            r = step.resources
+            click.echo(f"{step.name:<14} v{step.version}  needs: {', '.join(step.needs) or '-':<28} "
+                       f"reads: {', '.join(step.reads):<22} {r.cpus} cpu, {r.gpus} gpu, {r.mem}, {r.time}"
+                       f"{'  (checkpointable)' if step.checkpointable else ''}  {step.description}")
+    else:
+        from pipeline.describe import describe_models
+
+        click.echo(describe_models(config))
+
+
+if __name__ == "__main__":
+    main()

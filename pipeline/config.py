@@ -1,0 +1,323 @@
+"""The pipeline's configuration: YAML files validated against typed sections, plus ``--set`` overrides.
+
+A config file may start with ``extends: <name or path>`` to override another config. Built-in
+names (``smoke``, ``demo``, ``paper``) live in ``pipeline/configs/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.attacks.params import ATTACK_PARAMS
+from pipeline.errors import PipelineError
+from pipeline.schema import bounded, build
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+ROLES = ("cae_train", "aae_train", "test")
+ATTACKED_ROLES = ("aae_train", "test")
+
+
+@dataclass
+class DatasetConfig:
+    """One image source on local disk."""
+
+    source: str  # registry name: cifar10, coco, imagenet_r, image_folder, fashion_mnist, photo_crops
+    root: str | None = None  # None: the location a package installs (packaged sources only)
+    manifest: str | None = None  # take exactly the images listed in this manifest
+    classes: list[str] | None = None  # labelled folder sources: keep only these classes
+    exclude: list[str] = field(default_factory=list)  # files (relative to root) never to sample
+
+
+@dataclass
+class RoleConfig:
+    """How many images a role takes from which dataset."""
+
+    dataset: str
+    count: int = bounded(1, lo=1)
+    victim_count: int = bounded(0, lo=0)  # disjoint images to train this role's victim on
+
+
+@dataclass
+class RolesConfig:
+    cae_train: RoleConfig
+    aae_train: RoleConfig
+    test: RoleConfig
+
+
+@dataclass
+class SampleConfig:
+    datasets: dict[str, DatasetConfig]
+    roles: RolesConfig
+    seed: int = 0
+    image_size: int = bounded(32, lo=4)
+    shard_size: int = bounded(1000, lo=1)
+    manifest_dir: str = "data_manifests"
+
+
+@dataclass
+class VictimConfig:
+    """The classifier attacked on one role: a local weights file, or trained by ``train-victim``."""
+
+    arch: str = "small_cnn"
+    weights: str | None = None
+    num_classes: int | None = None  # required with ``weights``; otherwise taken from the data
+    epochs: int = bounded(10, lo=1)
+    batch_size: int = bounded(128, lo=1)
+    lr: float = bounded(0.05, lo=0.0)
+    val_fraction: float = bounded(0.1, lo=0.0, hi=0.9)
+    seed: int = 0
+
+
+@dataclass
+class VictimsConfig:
+    aae_train: VictimConfig = field(default_factory=VictimConfig)
+    test: VictimConfig = field(default_factory=VictimConfig)
+
+
+@dataclass
+class AttackLimits:
+    """Per-attack run sizes: slow attacks take fewer images or finer shards, never fewer steps."""
+
+    max_images: int | None = bounded(None, lo=1)
+    shard_size: int | None = bounded(None, lo=1)
+
+
+AttackParams = dataclasses.make_dataclass(
+    "AttackParams",
+    [(name, cls, field(default_factory=cls)) for name, cls in ATTACK_PARAMS.items()],
+)
+
+
+@dataclass
+class AttackConfig:
+    names: list[str] = bounded(list(ATTACK_PARAMS), choices=tuple(ATTACK_PARAMS))
+    params: AttackParams = field(default_factory=AttackParams)
+    limits: dict[str, AttackLimits] = field(default_factory=dict)
+    shard_size: int = bounded(1000, lo=1)
+    batch_size: int = bounded(256, lo=1)
+    seed: int = 0
+    labels: str = bounded("victim", choices=("victim", "true"))
+    storage_dtype: str = bounded("float16", choices=("float16", "float32"))
+
+
+@dataclass
+class ArchConfig:
+    widths: list[int] = bounded([512, 256, 128, 64], lo=1)
+    kernel: int = bounded(7, lo=1)
+    layout: str = "rows"
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = bounded(700, lo=1)
+    batch_size: int = bounded(256, lo=1)
+    lr: float = bounded(0.03, lo=0.0)
+    momentum: float = bounded(0.9, lo=0.0)
+    weight_decay: float = bounded(1e-4, lo=0.0)
+    milestones: list[int] = bounded([500, 1000], lo=1)
+    gamma: float = bounded(0.1, lo=0.0)
+    checkpoint_every: int = bounded(1, lo=1)
+    seed: int = 0
+    amp: bool = False
+    compile: bool = False
+
+
+@dataclass
+class CAEConfig:
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lambda_kl: float = bounded(1e-3, lo=0.0)
+
+
+def _aae_arch() -> ArchConfig:
+    return ArchConfig(widths=[512, 400, 300, 200, 100, 64])
+
+
+def _aae_optim() -> OptimConfig:
+    return OptimConfig(epochs=1500)
+
+
+@dataclass
+class AAEConfig:
+    arch: ArchConfig = field(default_factory=_aae_arch)
+    optim: OptimConfig = field(default_factory=_aae_optim)
+    lambda_kl: float = bounded(1e-3, lo=0.0)
+    warmup_epochs: int = bounded(300, lo=0)
+    baselines: list[str] = bounded(["plain_ae", "paired_dae"], choices=("plain_ae", "paired_dae"))
+
+
+@dataclass
+class EvaluateConfig:
+    methods: list[str] = field(default_factory=lambda: [
+        "ours", "identity", "jpeg", "bit_depth", "median", "cae", "plain_ae", "paired_dae"])
+    tolerance: float = bounded(0.05, lo=0.0, hi=1.0)
+    jpeg_quality: int = bounded(75, lo=1, hi=100)
+    bit_depth: int = bounded(4, lo=1, hi=8)
+    median_kernel: int = bounded(3, lo=1)
+    batch_size: int = bounded(256, lo=1)
+    unseen_seed: int = 0
+
+
+@dataclass
+class TablesConfig:
+    out_dir: str = "results/{name}"
+    bootstrap: int = bounded(1000, lo=0)
+    bootstrap_seed: int = 0
+    figure_images: int = bounded(4, lo=1)
+
+
+@dataclass
+class AblationConfig:
+    lambdas: list[float] = bounded([1e-4, 1e-3, 1e-2, 1e-1], lo=0.0)
+    cae_depths: list[int] = bounded([3, 4, 5, 6], lo=2)
+    aae_depths: list[int] = bounded([3, 4, 5, 6, 7, 8, 9], lo=2)
+    attacks: list[str] = bounded(list(ATTACK_PARAMS), choices=tuple(ATTACK_PARAMS))
+
+
+@dataclass
+class RuntimeConfig:
+    """How to run, never what to compute: not part of any artifact key."""
+
+    device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = bounded(0, lo=0)  # 0: torch's default
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    name: str
+    sample: SampleConfig
+    victim: VictimsConfig = field(default_factory=VictimsConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    cae: CAEConfig = field(default_factory=CAEConfig)
+    aae: AAEConfig = field(default_factory=AAEConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except OSError as err:
+        raise PipelineError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise PipelineError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def resolve_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """A built-in config name (``demo``) or a path to a YAML file."""
+    builtin = CONFIG_DIR / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+        if builtin.exists():
+            return builtin
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise PipelineError(f"no built-in config {name_or_path!r} (built-in: {', '.join(names)})")
+    path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    return path
+
+
+def _raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Path, ...] = ()) -> dict:
+    path = resolve_path(name_or_path, relative_to).resolve()
+    if path in seen:
+        raise PipelineError(f"config {path} extends itself through {' -> '.join(map(str, seen))}")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _raw(str(parent), path.parent, seen + (path,))
+    return merge(base, data)
+
+
+def merge(base: Mapping, override: Mapping) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b=value`` -> ``{"a": {"b": value}}``, the value read as YAML."""
+    dotted, sep, raw = text.partition("=")
+    if not sep or not dotted or any(not part for part in dotted.split(".")):
+        raise PipelineError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""  # noqa: S506
+    except yaml.YAMLError:
+        raise PipelineError(f"--set {text!r}: value is not valid YAML") from None
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
+    """Read a config by built-in name or path, apply ``--set`` overrides, validate everything."""
+    data = _raw(name_or_path)
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    data.setdefault("name", Path(name_or_path).stem)
+    config = build(Config, data, "")
+    _check_consistency(config)
+    return config
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Rebuild a validated config from ``Config.to_dict()`` output (e.g. inside a Slurm job)."""
+    config = build(Config, dict(data), "")
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    sample = config.sample
+    for role in ROLES:
+        name = getattr(sample.roles, role).dataset
+        if name not in sample.datasets:
+            raise PipelineError(f"config key 'sample.roles.{role}.dataset': {name!r} is not in "
+                                f"sample.datasets ({', '.join(sorted(sample.datasets))})")
+    latent = (config.cae.arch.widths[-1], config.aae.arch.widths[-1])
+    if latent[0] != latent[1]:
+        raise PipelineError(f"config keys 'cae.arch.widths' and 'aae.arch.widths' must end in the "
+                            f"same latent size, got {latent[0]} and {latent[1]}")
+    for name in config.attack.limits:
+        if name not in ATTACK_PARAMS:
+            raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACK_PARAMS)})")
+    for role in ATTACKED_ROLES:
+        victim = getattr(config.victim, role)
+        if victim.weights is None and getattr(sample.roles, role).victim_count == 0:
+            raise PipelineError(f"config: victim.{role} has no weights, so it is trained, but "
+                                f"sample.roles.{role}.victim_count is 0")
+        if victim.weights is not None and victim.num_classes is None:
+            raise PipelineError(f"config key 'victim.{role}.num_classes' is required with weights")

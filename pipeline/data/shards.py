@@ -1,0 +1,80 @@
+"""HDF5 shards: a few named arrays per file (images N x 3 x S x S chunked per image block, compressed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+_CHUNK_IMAGES = 64
+
+
+def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}) -> None:
+    """Write arrays (strings as UTF-8) to a new HDF5 file; image-like arrays are chunked and gzipped."""
+    with h5py.File(path, "w", track_order=True) as handle:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            if array.dtype.kind in "US":
+                handle.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
+            elif array.ndim >= 3 and len(array):
+                chunks = (min(len(array), _CHUNK_IMAGES),) + array.shape[1:]
+                handle.create_dataset(name, data=array, chunks=chunks, compression="gzip",
+                                      compression_opts=4, shuffle=array.itemsize > 1)
+            else:
+                handle.create_dataset(name, data=array)
+        handle.attrs.update(dict(attrs))
+
+
+def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Read (some rows of) named arrays; a truncated or corrupt file fails naming the path."""
+    try:
+        with h5py.File(path, "r") as handle:
+            names = list(handle.keys()) if names is None else names
+            missing = [n for n in names if n not in handle]
+            if missing:
+                raise PipelineError(f"shard {path} has no dataset(s) {', '.join(missing)}")
+            out = {}
+            for name in names:
+                data = handle[name][rows]
+                out[name] = data.astype(str) if handle[name].dtype.kind == "O" else data
+            return out
+    except PipelineError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        raise PipelineError(f"cannot read HDF5 shard {path}: {err}") from None
+
+
+def shard_length(path: Path, name: str = "images") -> int:
+    try:
+        with h5py.File(path, "r") as handle:
+            return int(handle[name].shape[0])
+    except (OSError, KeyError) as err:
+        raise PipelineError(f"cannot read HDF5 shard {path}: {err}") from None
+
+
+class ShardSet:
+    """Consecutive shards read as one array: rows ``[start, stop)`` may span several files."""
+
+    def __init__(self, paths: Sequence[Path], lengths: Sequence[int]):
+        self.paths = list(paths)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def read(self, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        if not 0 <= start <= stop <= len(self):
+            raise PipelineError(f"rows {start}:{stop} are outside this shard set of {len(self)} rows")
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for i, path in enumerate(self.paths):
+            lo, hi = max(start, self.offsets[i]), min(stop, self.offsets[i + 1])
+            if lo < hi:
+                chunk = read_shard(path, names, slice(lo - self.offsets[i], hi - self.offsets[i]))
+                for name in names:
+                    parts[name].append(chunk[name])
+        return {name: np.concatenate(p) if p else np.empty((0,)) for name, p in parts.items()}
