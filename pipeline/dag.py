@@ -74,6 +74,7 @@ class Step:
     run: Callable[[Any, Task], None]
     checkpointable: bool = False  # long-running: requeued and resumed after a scheduler time-out
     description: str = ""
+    report: Callable[[list[tuple[Task, dict]]], list[str]] | None = None  # status lines from summaries
 
     def make_tasks(self, config: Config, upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
         """The step's tasks; ``tasks`` sees only the config sections the step declares it reads."""

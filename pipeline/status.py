@@ -27,6 +27,10 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
     for step, items in plan.by_step().items():
         done = [p for p in items if p.complete]
         yield f"{step:<14} {len(done)}/{len(items)} done"
-        for p in done:
-            manifest = store.open(p.task.step, p.key).manifest
+        manifests = [(p, store.open(p.task.step, p.key).manifest) for p in done]
+        step_report = plan.steps[step].report
+        if step_report is not None:
+            yield from step_report([(p.task, m.get("summary", {})) for p, m in manifests])
+            continue
+        for p, manifest in manifests:
             yield f"  {p.task.id:<28} {p.key}  {manifest.get('seconds', 0):>8.1f} s  {short(manifest.get('summary', {}))}"

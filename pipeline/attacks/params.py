@@ -48,15 +48,18 @@ class DeepFool:
 class JSMA:
     theta: float = bounded(1.0, lo=0.0)  # not in the paper: Papernot et al.'s value (pixels pushed to the maximum)
     gamma: float = bounded(0.02, lo=0.0)
+    # not in the paper: JSMA is targeted; untargeted use aims at the victim's runner-up class
+    # ("next" = (label + 1) mod classes, torchattacks' rule generalised beyond ten classes)
+    target: str = bounded("runner_up", choices=("runner_up", "next"))
 
 
 @dataclass
 class SSAH:
     steps: int = bounded(150, lo=1)  # SSAH paper, CIFAR-size inputs
-    lr: float = bounded(0.01, lo=0.0)  # Table I's "alpha = 0.01" read as Adam's step size (see README)
-    m: float = bounded(0.2, lo=0.0)
-    alpha: float = bounded(1.0, lo=0.0)  # weight of the similarity cost (SSAH reference default)
-    lambda_lf: float = bounded(0.1, lo=0.0)
+    alpha: float = bounded(0.01, lo=0.0)  # Table I; read as Adam's step size (see README)
+    m: float = bounded(0.2, lo=0.0)  # SSAH paper: similarity margin
+    sim_weight: float = bounded(1.0, lo=0.0)  # SSAH reference: weight of the similarity cost
+    lambda_lf: float = bounded(0.1, lo=0.0)  # SSAH paper: weight of the low-frequency constraint
 
 
 #: attack name -> its parameter class, in the paper's table column order

@@ -41,7 +41,7 @@ def load_file(path: Path, size: int) -> np.ndarray:
     """Decode an image file; a corrupt, truncated or oversized file fails naming the path."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size below
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
@@ -53,8 +53,8 @@ def load_file(path: Path, size: int) -> np.ndarray:
                 return square(image, size)
     except PipelineError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PipelineError(f"image {path} is over the limit of {MAX_PIXELS:,} pixels "
-                            "(list it in the dataset's 'exclude')") from None
+    except Image.DecompressionBombError as err:
+        raise PipelineError(f"image {path} is over the limit of {MAX_PIXELS:,} pixels ({err}; "
+                            "list it in the dataset's 'exclude')") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise PipelineError(f"cannot decode image {path}: {err}") from None

@@ -1,0 +1,83 @@
+"""``train-victim``: one classifier per attacked role, trained on that role's disjoint victim split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from jobs._io import classes, split_shards
+from jobs.sample import victim_split
+from pipeline.config import ATTACKED_ROLES
+from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.errors import PipelineError
+
+
+def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
+    out = []
+    for role in ATTACKED_ROLES:
+        victim = getattr(cfg["victim"], role)
+        if victim.weights is None:
+            dataset = getattr(cfg["sample"].roles, role).dataset
+            out.append(Task("train-victim", role, {"role": role, **asdict(victim)},
+                            {"data": Ref("sample", dataset)}))
+    return out
+
+
+def run(ctx, task: Task) -> None:
+    import torch
+
+    from pipeline.device import select_device
+    from pipeline.victims import build_victim, train_classifier
+
+    c = task.config
+    device = select_device(ctx.config.runtime)
+    data = ctx.input("data")
+    names = classes(data)
+    if not names:
+        raise PipelineError(f"victim for {c['role']}: dataset {data.path} has no labels to train on")
+    num_classes = c["num_classes"] or len(names)
+    split = split_shards(data, victim_split(c["role"]))
+    rows = split.read(0, len(split), ["images", "labels"])
+    images, labels = torch.from_numpy(rows["images"]), torch.from_numpy(rows["labels"])
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(c["seed"]))
+    n_val = int(round(c["val_fraction"] * len(images)))
+    val, train = order[:n_val], order[n_val:]
+    model = build_victim(c["arch"], num_classes)
+    history = train_classifier(model, images[train], labels[train], c["epochs"], c["batch_size"], c["lr"],
+                               c["seed"], device, progress=ctx.progress)
+    role_split = split_shards(data, c["role"])
+    attacked = role_split.read(0, len(role_split), ["images", "labels"])
+    accuracy = {
+        "val_accuracy": _accuracy(model, images[val], labels[val], device),
+        "role_accuracy": _accuracy(model, torch.from_numpy(attacked["images"]),
+                                   torch.from_numpy(attacked["labels"]), device),
+    }
+    counts = torch.bincount(labels[val], minlength=num_classes).float()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, ctx.out / "victim.pt")
+    meta = {"arch": c["arch"], "num_classes": num_classes, "classes": names, "history": history, **accuracy}
+    (ctx.out / "victim.json").write_text(json.dumps(meta, indent=1))
+    ctx.summary.update({**accuracy, "chance": 1 / num_classes,
+                        "majority": float(counts.max() / counts.sum()) if n_val else None,
+                        "train_accuracy": history[-1]["train_accuracy"], "n_train": len(train), "n_val": n_val})
+
+
+def _accuracy(model, images, labels, device) -> float | None:
+    from pipeline.victims import predict
+
+    if len(images) == 0:
+        return None
+    return float((predict(model, images, device) == labels).float().mean())
+
+
+STEP = Step(
+    name="train-victim",
+    version=1,
+    needs=("sample",),
+    reads=("victim", "sample"),
+    resources=Resources(cpus=8, gpus=1, mem="32G", time="04:00:00"),
+    tasks=tasks,
+    run=run,
+    description="the classifier attacked on each attacked role (skipped when weights are given)",
+)

@@ -1,0 +1,61 @@
+"""The seven attacks through the registry, on a tiny trained victim and real image crops."""
+
+import pytest
+import torch
+
+from pipeline.attacks.params import ATTACK_PARAMS
+from pipeline.attacks.registry import build_attack, jsma_targets
+from pipeline.errors import PipelineError
+from pipeline.victims import predict
+
+pytestmark = pytest.mark.unit
+
+#: parameters small enough for a unit test (the Table I values live in the configs)
+FAST = {"pgd": {"steps": 10}, "cw": {"steps": 30, "c": 2.0}, "ssah": {"steps": 30},
+        "deepfool": {"steps": 10}, "jsma": {"gamma": 0.1}}
+
+
+def _attack(name, victim, images, labels):
+    params = {**vars(ATTACK_PARAMS[name]()), **FAST.get(name, {})}
+    attack = build_attack(name, victim, params, num_classes=4)
+    torch.manual_seed(0)
+    return attack(images, labels)
+
+
+def test_the_victim_learned_something(photo_victim):
+    victim, images, labels = photo_victim
+    assert float((predict(victim, images, torch.device("cpu")) == labels).float().mean()) > 0.5
+
+
+@pytest.mark.parametrize("name,eps", [("fgsm", 0.008), ("pgd", 0.01), ("bim", 0.03)])
+def test_linf_attacks_stay_in_the_ball_after_float16_storage(photo_victim, name, eps):
+    victim, images, labels = photo_victim
+    adv = _attack(name, victim, images, labels)
+    stored = adv.half().float()
+    assert float((stored - images).abs().max()) <= eps + 1e-3  # float16 spacing is <= 2^-11 on [0, 1]
+    assert 0 <= float(stored.min()) and float(stored.max()) <= 1
+
+
+@pytest.mark.parametrize("name", list(ATTACK_PARAMS))
+def test_every_attack_changes_some_predictions(photo_victim, name):
+    victim, images, labels = photo_victim
+    clean = predict(victim, images, torch.device("cpu"))
+    subset = slice(0, 4) if name in ("jsma", "deepfool") else slice(0, 32)  # per-image attacks are slow
+    adv = _attack(name, victim, images[subset], clean[subset])
+    assert adv.shape == images[subset].shape and bool(torch.isfinite(adv).all())
+    flipped = predict(victim, adv, torch.device("cpu")) != clean[subset]
+    assert float(flipped.float().mean()) > 0, f"{name} changed no prediction"
+
+
+def test_jsma_targets_work_for_any_number_of_classes(photo_victim):
+    victim, images, labels = photo_victim
+    labels = labels[:8]
+    nxt = jsma_targets("next", victim, 4)(images[:8], labels)
+    assert bool((nxt == (labels + 1) % 4).all()) and int(nxt.max()) < 4
+    runner = jsma_targets("runner_up", victim, 4)(images[:8], labels)
+    assert bool((runner != labels).all()) and int(runner.max()) < 4
+
+
+def test_unknown_attack_is_refused(photo_victim):
+    with pytest.raises(PipelineError, match="unknown attack 'fgsn'"):
+        build_attack("fgsn", photo_victim[0], {}, 4)

@@ -1,0 +1,76 @@
+"""Step declarations, the DAG and plan keys."""
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover, ordered
+from pipeline.errors import PipelineError
+from pipeline.store import Store
+
+pytestmark = pytest.mark.unit
+
+
+def _step(name, needs=(), tasks=None):
+    return Step(name, 1, tuple(needs), (), Resources(), tasks or (lambda cfg, up: [Task(name, "t", {})]),
+                lambda ctx, task: None)
+
+
+def test_unknown_upstream_and_cycles_are_errors():
+    with pytest.raises(RuntimeError, match="needs unknown step 'nope'"):
+        ordered({"a": _step("a", ["nope"])})
+    with pytest.raises(RuntimeError, match="cycle: a -> b -> a"):
+        ordered({"a": _step("a", ["b"]), "b": _step("b", ["a"])})
+    assert list(ordered({"b": _step("b", ["a"]), "a": _step("a")})) == ["a", "b"]
+
+
+def test_resources_are_validated():
+    with pytest.raises(ValueError, match="time"):
+        Resources(time="4h")
+    with pytest.raises(ValueError, match="mem"):
+        Resources(mem="lots")
+
+
+def test_the_jobs_package_declares_the_pipeline():
+    steps = discover()
+    assert list(steps)[0] == "sample"
+    assert {"sample", "train-victim", "attack"} <= set(steps)
+
+
+def _keys(config, steps=None):
+    plan = build_plan(config, Store("/nonexistent"), ["all"], steps=steps)
+    return {(p.task.step, p.task.id): p.key for p in plan.tasks}
+
+
+def test_key_changes_with_a_read_value_and_propagates_downstream():
+    base = _keys(load_config("smoke"))
+    reseeded = _keys(load_config("smoke", ["sample.seed=2"]))
+    for (step, task_id), key in base.items():
+        assert reseeded[(step, task_id)] != key, f"{step}[{task_id}] kept its key"
+
+
+def test_key_stays_when_an_unread_value_changes():
+    base = _keys(load_config("smoke"))
+    assert _keys(load_config("smoke", ["runtime.threads=1", "tables.bootstrap=9"])) == base
+    pgd = _keys(load_config("smoke", ["attack.params.pgd.steps=3"]))
+    changed = {k for k in base if pgd[k] != base[k]}
+    assert changed and all(k[0] != "attack" or "/pgd/" in k[1] for k in changed)
+    assert all(k[0] not in ("sample", "train-victim") for k in changed)
+
+
+def test_tasks_must_declare_what_they_read():
+    bad = _step("b", ["a"], lambda cfg, up: [Task("b", "t", {}, {"x": Ref("a", "missing")})])
+    with pytest.raises(RuntimeError, match="reads unknown task a\\[missing\\]"):
+        build_plan(load_config("smoke"), Store("/x"), ["all"], steps=ordered({"a": _step("a"), "b": bad}))
+
+
+def test_targets_select_a_step_and_its_ancestors():
+    plan = build_plan(load_config("smoke"), Store("/x"), ["train-victim"])
+    assert {p.task.step for p in plan.tasks} == {"sample", "train-victim"}
+    with pytest.raises(PipelineError, match="unknown target 'atack'.*did you mean 'attack'"):
+        build_plan(load_config("smoke"), Store("/x"), ["atack"])
+
+
+def test_force_reruns_the_step_and_its_dependants(tmp_path):
+    plan = build_plan(load_config("smoke"), Store(tmp_path), ["attack"], force=["train-victim"])
+    forced = {p.task.step for p in plan.tasks if p.forced}
+    assert forced == {"train-victim", "attack"}
