@@ -45,3 +45,24 @@ def load_role_victim(ctx, task_victim: Any, device):
     artifact = ctx.input("victim")
     meta = json.loads(artifact.file("victim.json").read_text())
     return load_victim(meta["arch"], meta["num_classes"], artifact.file("victim.pt"), device)
+
+
+def export_tree(src: Path, dst: Path) -> None:
+    """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames)."""
+    import os
+    import shutil
+    import uuid
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(src, tmp)
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+    if dst.exists():
+        os.rename(dst, old)
+    os.rename(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def results_dir(template: str, config_name: str) -> Path:
+    return Path(template.format(name=config_name))

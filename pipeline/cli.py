@@ -150,6 +150,24 @@ def clean(session: Session, steps: tuple[str, ...], config_name: str, overrides:
 
 
 @main.command()
+@config_options
+@click.option("--ablations", is_flag=True, help="Also redraw the ablation figures (Figs. 4-5).")
+@click.pass_obj
+@_fail_cleanly
+def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablations: bool) -> None:
+    """Rewrite results/<config>/ (tables, figures) from the finished evaluations, without recomputing them."""
+    from pipeline.runners.local import run_plan
+
+    targets = ["tabulate", *(["ablation-figures"] * ablations)]
+    config, planned = session.plan(config_name, overrides, targets, force=targets)
+    missing = [p.label for p in planned.tasks if p.task.step not in targets and not p.complete]
+    if missing:
+        raise PipelineError(f"{len(missing)} upstream task(s) are not finished (first: {missing[0]}); "
+                            f"run `pipeline run {' '.join(targets)}` first")
+    run_plan(planned, session.store, config)
+
+
+@main.command()
 @click.argument("subject", type=click.Choice(["config", "steps", "models"]))
 @config_options
 @click.pass_obj

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.attacks.params import ATTACK_PARAMS
 from pipeline.errors import PipelineError
+from pipeline.methods import METHODS
 from pipeline.schema import bounded, build
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -124,6 +125,9 @@ class OptimConfig:
     weight_decay: float = bounded(1e-4, lo=0.0)
     milestones: list[int] = bounded([500, 1000], lo=1)
     gamma: float = bounded(0.1, lo=0.0)
+    # not in the paper: with its summed squared errors, SGD at lr 0.03 diverges as soon as the AAE's
+    # latent cycle term starts (README, "Differences from the paper"); None disables clipping
+    clip_grad_norm: float | None = bounded(5.0, lo=0.0)
     checkpoint_every: int = bounded(1, lo=1)
     seed: int = 0
     amp: bool = False
@@ -156,14 +160,14 @@ class AAEConfig:
 
 @dataclass
 class EvaluateConfig:
-    methods: list[str] = field(default_factory=lambda: [
-        "ours", "identity", "jpeg", "bit_depth", "median", "cae", "plain_ae", "paired_dae"])
-    tolerance: float = bounded(0.05, lo=0.0, hi=1.0)
+    methods: list[str] = bounded(list(METHODS), choices=tuple(METHODS))
+    tolerance: float = bounded(0.05, lo=0.0, hi=1.0)  # τ of the pixel recovery rate (see README)
     jpeg_quality: int = bounded(75, lo=1, hi=100)
     bit_depth: int = bounded(4, lo=1, hi=8)
     median_kernel: int = bounded(3, lo=1)
     batch_size: int = bounded(256, lo=1)
     unseen_seed: int = 0
+    keep_images: int = bounded(8, lo=0)  # recovered images kept per evaluation, for figures
 
 
 @dataclass
@@ -314,6 +318,11 @@ def _check_consistency(config: Config) -> None:
     for name in config.attack.limits:
         if name not in ATTACK_PARAMS:
             raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACK_PARAMS)})")
+    for method in config.evaluate.methods:
+        trained_as = METHODS[method].trained_as
+        if trained_as not in (None, "aae") and trained_as not in config.aae.baselines:
+            raise PipelineError(f"config: evaluate.methods has {method!r}, which needs {trained_as!r} "
+                                f"in aae.baselines")
     for role in ATTACKED_ROLES:
         victim = getattr(config.victim, role)
         if victim.weights is None and getattr(sample.roles, role).victim_count == 0:

@@ -179,11 +179,12 @@ def all_tasks(config: Config, steps: Mapping[str, Step]) -> dict[str, list[Task]
 
 
 def _check_inputs(step: Step, tasks: Iterable[Task], known: Mapping[str, list[Task]]) -> None:
+    ids = {name: {t.id for t in known[name]} for name in step.needs}
     for task in tasks:
         for ref in task.inputs.values():
             if ref.step not in step.needs:
                 raise RuntimeError(f"{step.name}[{task.id}] reads {ref.step}, which it does not declare")
-            if not any(t.id == ref.task for t in known[ref.step]):
+            if ref.task not in ids[ref.step]:
                 raise RuntimeError(f"{step.name}[{task.id}] reads unknown task {ref.step}[{ref.task}]")
 
 

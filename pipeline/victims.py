@@ -40,11 +40,11 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
 
 
 def small_cnn(num_classes: int) -> Victim:
-    """Three conv stages (32-64-128 channels), global average pooling, a linear head."""
-    body = nn.Sequential(*_block(3, 32), *_block(32, 32), nn.MaxPool2d(2),
-                         *_block(32, 64), *_block(64, 64), nn.MaxPool2d(2),
-                         *_block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Victim(body, 128, num_classes)
+    """Three conv stages (16-32-64 channels), global average pooling, a linear head."""
+    body = nn.Sequential(*_block(3, 16), *_block(16, 16), nn.MaxPool2d(2),
+                         *_block(16, 32), *_block(32, 32), nn.MaxPool2d(2),
+                         *_block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Victim(body, 64, num_classes)
 
 
 def _small_input_resnet(factory: Callable[..., torchvision.models.ResNet]) -> Callable[[int], Victim]:

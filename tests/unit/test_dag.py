@@ -50,7 +50,9 @@ def test_key_changes_with_a_read_value_and_propagates_downstream():
 
 def test_key_stays_when_an_unread_value_changes():
     base = _keys(load_config("smoke"))
-    assert _keys(load_config("smoke", ["runtime.threads=1", "tables.bootstrap=9"])) == base
+    assert _keys(load_config("smoke", ["runtime.threads=1", "runtime.device=cpu"])) == base
+    bootstrap = _keys(load_config("smoke", ["tables.bootstrap=9"]))
+    assert {k for k in base if bootstrap[k] != base[k]} == {("tabulate", "tables")}
     pgd = _keys(load_config("smoke", ["attack.params.pgd.steps=3"]))
     changed = {k for k in base if pgd[k] != base[k]}
     assert changed and all(k[0] != "attack" or "/pgd/" in k[1] for k in changed)

@@ -1,0 +1,56 @@
+"""``ablation-figures``: Figs. 4 (λ1, λ2) and 5 (N_CAE x N_AAE) from the ablation evaluations, as CSV and
+PNG into ``results/<config>/ablations/``. Target: ``pipeline run ablations``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jobs._io import export_tree, results_dir
+from pipeline.dag import Ref, Resources, Step, Task
+
+
+def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
+    inputs = {f"eval:{t.id}": Ref("evaluate", t.id) for t in upstream["evaluate"]
+              if t.config["variant"] != "main" and t.config["method"] == "ours"}
+    sweep = cfg["ablation"]
+    config = {"config_name": cfg["name"], "lambdas": sweep.lambdas, "cae_depths": sweep.cae_depths,
+              "aae_depths": sweep.aae_depths, "out_dir": cfg["tables"].out_dir}
+    return [Task("ablation-figures", "figures", config, inputs, group="ablations")]
+
+
+def run(ctx, task: Task) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline import figures
+
+    c = task.config
+    scores: dict[str, list[float]] = {}
+    for artifact in ctx.inputs.values():
+        t = artifact.manifest["config"]
+        scores.setdefault(t["variant"], []).append(artifact.summary["recovery_accuracy"] * 100)
+    mean = {variant: float(np.mean(values)) for variant, values in scores.items()}
+    out = ctx.out / "ablations"
+    out.mkdir()
+    curves = {f"λ{k}": [mean[f"lambda{k}={v:g}"] for v in c["lambdas"]] for k in (1, 2)}
+    pd.DataFrame({"lambda": c["lambdas"], **curves}).to_csv(out / "fig4_lambdas.csv", index=False, float_format="%.4f")
+    figures.lambda_sweep(c["lambdas"], curves, "recovery accuracy (%)", out / "fig4_lambdas.png")
+    grid = np.array([[mean[f"depth={nc}x{na}"] for na in c["aae_depths"]] for nc in c["cae_depths"]])
+    pd.DataFrame(grid, index=pd.Index(c["cae_depths"], name="N_CAE"), columns=c["aae_depths"]).to_csv(
+        out / "fig5_depths.csv", float_format="%.4f")
+    figures.depth_heatmap(c["cae_depths"], c["aae_depths"], grid, "recovery accuracy (%)", out / "fig5_depths.png")
+    export_tree(out, results_dir(c["out_dir"], c["config_name"]) / "ablations")
+    ctx.summary.update({"points": len(mean)})
+
+
+STEP = Step(
+    name="ablation-figures",
+    version=1,
+    needs=("evaluate",),
+    reads=("ablation", "tables", "name"),
+    resources=Resources(cpus=1, mem="4G", time="00:30:00"),
+    tasks=tasks,
+    run=run,
+    description="Figs. 4 and 5: recovery accuracy over the λ and depth sweeps",
+)

@@ -1,0 +1,83 @@
+"""The paper's figures from measured results: Fig. 4 (λ sweeps), Fig. 5 (depths), Fig. 6 (detection),
+Fig. 7 (recovered images). PNG bytes depend only on the data (no timestamps)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_PNG = {"format": "png", "dpi": 120, "metadata": {"Software": None}}
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, **_PNG)
+    plt.close(fig)
+
+
+def recovery_grid(rows: Sequence[tuple[str, Mapping[str, np.ndarray]]], columns: Sequence[str], path: Path) -> None:
+    """Fig. 7: one row per (attack, image), one column per kind of image (each 3 x H x W in [0, 1])."""
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.3 * len(columns), 1.3 * len(rows)),
+                             squeeze=False)
+    for i, (label, images) in enumerate(rows):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(np.clip(images[column].transpose(1, 2, 0), 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(column, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def detection_bars(methods: Sequence[str], seen: Sequence[float], unseen: Sequence[float], path: Path) -> None:
+    """Fig. 6: mean detection AUROC per method, seen vs unseen attacks."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = np.arange(len(methods))
+    ax.bar(x - 0.2, seen, 0.4, label="seen")
+    ax.bar(x + 0.2, unseen, 0.4, label="unseen")
+    ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("detection AUROC")
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> None:
+    """Fig. 4: recovery vs λ1 and λ2 on a log axis."""
+    fig, ax = plt.subplots(figsize=(4, 3))
+    for name, values in curves.items():
+        ax.plot(lambdas, values, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("λ")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def depth_heatmap(cae_depths: Sequence[int], aae_depths: Sequence[int], values: np.ndarray, label: str,
+                  path: Path) -> None:
+    """Fig. 5: recovery for every (N_CAE, N_AAE)."""
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(aae_depths), 1 + 0.5 * len(cae_depths)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(aae_depths)), aae_depths)
+    ax.set_yticks(range(len(cae_depths)), cae_depths)
+    ax.set_xlabel("N_AAE")
+    ax.set_ylabel("N_CAE")
+    for i in range(len(cae_depths)):
+        for j in range(len(aae_depths)):
+            ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label=label)
+    fig.tight_layout()
+    _save(fig, path)

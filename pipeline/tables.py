@@ -1,0 +1,160 @@
+"""Tables II-III (seen / unseen attacks) for every metric, detection AUROC, as CSV and LaTeX.
+
+Input: per-image evaluation frames keyed by (method, training attack, test set). A cell of Table II
+for method m and attack a is m's model trained on a, tested on a; Table III tests on a with the model
+trained on a's seeded random partner. The Clean column averages m's models over clean test images.
+Avg is the mean of the eight columns, as the paper's rows are. Every CSV cell has a 95% bootstrap
+interval over test images; files start with their provenance (config, data manifests, commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import auroc, bootstrap_interval
+from pipeline.paper_results import TABLE_II, TABLE_III
+
+CLEAN = "clean"
+#: metric column -> (label, scale for display)
+METRICS: dict[str, tuple[str, float]] = {
+    "recovery_accuracy": ("recovery accuracy (%)", 100.0),
+    "label_accuracy": ("true-label accuracy (%)", 100.0),
+    "pixel_rate": ("pixel recovery rate at tolerance (%)", 100.0),
+    "psnr": ("PSNR (dB)", 1.0),
+    "ssim": ("SSIM", 1.0),
+}
+METHOD_NAMES = {"identity": "Identity (no defence)", "jpeg": "JPEG", "bit_depth": "Bit-depth reduction",
+                "median": "Median filter", "cae": "CAE alone (reformer)", "plain_ae": "Plain AE (Fig. 7 baseline)",
+                "paired_dae": "Paired denoising AE (supervised)", "ours": "Ours (CAE + AAE)"}
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "ssah": "SSAH", "deepfool": "DeepFool", "bim": "BIM",
+                "cw": "CW", "jsma": "JSMA"}
+
+
+@dataclass
+class Evaluations:
+    """Per-image frames by (method, training attack or None, test set), and how tables are built."""
+
+    frames: dict[tuple[str, str | None, str], pd.DataFrame]
+    methods: list[str]  # row order
+    attacks: list[str]  # column order
+    unseen: dict[str, str]  # test attack -> training attack
+    per_attack: set[str]  # methods with one trained model per attack
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def cell_values(self, method: str, column: str, protocol: str, metric: str) -> np.ndarray:
+        """The per-image values behind one table cell."""
+        if method not in self.per_attack:
+            return self.frames[(method, None, column)][metric].to_numpy()
+        if column == CLEAN:
+            return np.concatenate([self.frames[(method, a, CLEAN)][metric].to_numpy() for a in self.attacks])
+        train = column if protocol == "seen" else self.unseen[column]
+        return self.frames[(method, train, column)][metric].to_numpy()
+
+    def detection(self, method: str, attack: str, protocol: str) -> float:
+        train = None if method not in self.per_attack else attack if protocol == "seen" else self.unseen[attack]
+        negatives = self.frames[(method, train, CLEAN)]["detection_score"]
+        positives = self.frames[(method, train, attack)]["detection_score"]
+        return auroc(negatives.to_numpy(), positives.to_numpy())
+
+
+def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int) -> pd.DataFrame:
+    """One table: rows = methods, columns = Clean, attacks..., Avg, each with its 95% interval."""
+    scale = METRICS[metric][1]
+    rows = []
+    for method in ev.methods:
+        row: dict[str, Any] = {"method": method}
+        means = []
+        for column in [CLEAN, *ev.attacks]:
+            values = ev.cell_values(method, column, protocol, metric) * scale
+            low, high = bootstrap_interval(values, resamples, seed)
+            mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            row.update({column: mean, f"{column}_ci_low": low, f"{column}_ci_high": high,
+                        f"{column}_n": int(np.isfinite(values).sum())})
+            means.append(mean)
+        row["avg"] = float(np.mean(means))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def detection_table(ev: Evaluations, protocol: str) -> pd.DataFrame:
+    rows = []
+    for method in ev.methods:
+        values = {a: ev.detection(method, a, protocol) for a in ev.attacks}
+        rows.append({"method": method, **values, "avg": float(np.mean(list(values.values())))})
+    return pd.DataFrame(rows)
+
+
+def _header(ev: Evaluations, title: str) -> list[str]:
+    p = ev.provenance
+    lines = [title, f"config: {p.get('config')}", f"commit(s): {', '.join(p.get('commits', []))}",
+             f"data manifests (sha256): {', '.join(f'{k}={v[:12]}' for k, v in p.get('manifests', {}).items())}"]
+    if ev.unseen:
+        lines.append("unseen pairing (test <- train): " + ", ".join(f"{t}<-{s}" for t, s in ev.unseen.items()))
+    return lines
+
+
+def write_csv(frame: pd.DataFrame, path: Path, header: Sequence[str]) -> None:
+    with open(path, "w") as handle:
+        handle.writelines(f"# {line}\n" for line in header)
+        frame.to_csv(handle, index=False, float_format="%.4f")
+
+
+def _latex_row(name: str, values: Sequence[float], digits: int, bold: set[int] = frozenset()) -> str:
+    cells = [("--" if not np.isfinite(v) else (f"\\textbf{{{v:.{digits}f}}}" if i in bold else f"{v:.{digits}f}"))
+             for i, v in enumerate(values)]
+    return " & ".join([name.replace("_", r"\_"), *cells]) + r" \\"
+
+
+def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, digits: int,
+                reported: Mapping[str, list[float]] | None, with_clean: bool = True) -> None:
+    """A booktabs table: the measured block, then (if given) the paper's rows, marked as reported."""
+    columns = [CLEAN] * with_clean + [*ev.attacks, "avg"]
+    heads = ["Clean"] * with_clean + [*(ATTACK_NAMES.get(a, a) for a in ev.attacks), "Avg"]
+    lines = [f"% {line}" for line in _header(ev, "generated by advrecover (pipeline tables)")]
+    lines += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}",
+              r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+              " & ".join(["Method", *heads]) + r" \\", r"\midrule",
+              rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Measured here ({ev.provenance.get('config')} config)}}}} \\"]
+    values = frame[columns].to_numpy(dtype=float)
+    best = {j for j in range(len(columns)) if np.isfinite(values[:, j]).any()}
+    top = {j: int(np.nanargmax(values[:, j])) for j in best}
+    for i, method in enumerate(frame["method"]):
+        lines.append(_latex_row(METHOD_NAMES.get(method, method), values[i], digits,
+                                {j for j in best if top[j] == i}))
+    if reported:
+        lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
+                               r"(their recovery rate; not measured here, not comparable)}} \\"]
+        lines += [_latex_row(name, row, 1) for name, row in reported.items()]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_tables(ev: Evaluations, out: Path, resamples: int, seed: int) -> list[Path]:
+    """Every table of the paper's protocol into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, protocol, reported in (("II", "seen", TABLE_II), ("III", "unseen", TABLE_III)):
+        for metric, (label, _) in METRICS.items():
+            frame = table(ev, protocol, metric, resamples, seed)
+            stem = f"table_{number.lower()}_{protocol}_{metric}"
+            title = f"Table {number} ({protocol} attacks), {label}"
+            write_csv(frame, out / f"{stem}.csv", _header(ev, title))
+            caption = (f"Table {number}: {protocol} attacks on the test role, {label}; "
+                       f"config {ev.provenance.get('config')}.")
+            digits = 3 if metric == "ssim" else 1
+            write_latex(frame, out / f"{stem}.tex", ev, caption, digits,
+                        reported if metric == "recovery_accuracy" else None)
+            written += [out / f"{stem}.csv", out / f"{stem}.tex"]
+        frame = detection_table(ev, protocol)
+        stem = f"detection_auroc_{protocol}"
+        write_csv(frame, out / f"{stem}.csv", _header(ev, f"Detection AUROC, {protocol} attacks (Fig. 6)"))
+        write_latex(frame, out / f"{stem}.tex", ev,
+                    f"Attack detection AUROC by reconstruction error, {protocol} attacks.", 3, None, with_clean=False)
+        written += [out / f"{stem}.csv", out / f"{stem}.tex"]
+    return written
