@@ -59,3 +59,25 @@ def test_jsma_targets_work_for_any_number_of_classes(photo_victim):
 def test_unknown_attack_is_refused(photo_victim):
     with pytest.raises(PipelineError, match="unknown attack 'fgsn'"):
         build_attack("fgsn", photo_victim[0], {}, 4)
+
+
+def test_batched_deepfool_matches_torchattacks_per_image(photo_victim):
+    import torchattacks
+
+    victim, images, labels = photo_victim
+    clean = predict(victim, images[:6], torch.device("cpu"))
+    ours = build_attack("deepfool", victim, {"steps": 20, "overshoot": 0.02}, num_classes=4)(images[:6], clean)
+    reference = torchattacks.DeepFool(victim, steps=20, overshoot=0.02)(images[:6], clean)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_lean_jsma_matches_torchattacks(photo_victim):
+    import torchattacks
+
+    victim, images, labels = photo_victim
+    clean = predict(victim, images[:2], torch.device("cpu"))
+    params = {"theta": 1.0, "gamma": 0.1, "target": "next"}
+    ours = build_attack("jsma", victim, params, num_classes=4)(images[:2], clean)
+    reference = torchattacks.JSMA(victim, theta=1.0, gamma=0.1)
+    reference.set_mode_targeted_by_function(lambda x, y: (y + 1) % 4, quiet=True)
+    assert torch.equal(ours, reference(images[:2], clean))
