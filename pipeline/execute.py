@@ -51,7 +51,8 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
     with store.lock(step.name, planned.key):
         if store.is_complete(step.name, planned.key) and not planned.forced:
             return "skipped"
-        inputs = {name: store.open(s, k) for name, (s, k) in planned.inputs.items()}
+        # inputs are read in full anyway: hashing them too catches corruption of the same size
+        inputs = {name: store.open(s, k, full=True) for name, (s, k) in planned.inputs.items()}
         started = time.time()
         with store.staging(step.name, planned.key) as tmp:
             ctx = Context(config, planned.key, tmp, store.workdir(step.name, planned.key), inputs)
