@@ -19,6 +19,8 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     inputs = {f"eval:{t.id}": Ref("evaluate", t.id) for t in upstream["evaluate"] if t.group == "main"}
     datasets = sorted({getattr(cfg["sample"].roles, role).dataset for role in ROLES})
     inputs.update({f"sample:{name}": Ref("sample", name) for name in datasets})
+    inputs.update({f"attack:{t.id}": Ref("attack", t.id) for t in upstream["attack"]})
+    inputs.update({f"victim:{t.id}": Ref("train-victim", t.id) for t in upstream["train-victim"]})
     config = {"config_name": cfg["name"], "methods": ev.methods, "attacks": attacks,
               "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
               "bootstrap_seed": tables.bootstrap_seed, "figure_images": tables.figure_images,
@@ -69,16 +71,35 @@ def run(ctx, task: Task) -> None:
                       **{METHOD_NAMES[m].split(" (")[0]: examples[m]["recovered"][i] for m in examples}}
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
+    _write_attack_summaries(ctx, out)
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
     export_tree(out, results_dir(c["out_dir"], c["config_name"]))
     ctx.summary.update({"files": len(list(out.iterdir())), "evaluations": len(ev.frames)})
 
 
+def _write_attack_summaries(ctx, out) -> None:
+    """``victims.csv`` (held-out accuracy) and ``attacks.csv`` (success, norms per role and attack)."""
+    import pandas as pd
+
+    victims = [{"role": a.manifest["task"], **{k: a.summary[k] for k in ("val_accuracy", "role_accuracy",
+                                                                        "chance", "majority", "n_train")}}
+               for name, a in sorted(ctx.inputs.items()) if name.startswith("victim:")]
+    pd.DataFrame(victims).to_csv(out / "victims.csv", index=False, float_format="%.4f")
+    shards = pd.DataFrame([{"role": a.manifest["config"]["role"], "attack": a.manifest["config"]["attack"],
+                            **{k: a.summary[k] for k in ("n", "success", "success_before_storage", "linf", "l2")}}
+                           for name, a in sorted(ctx.inputs.items()) if name.startswith("attack:")])
+    weighted = shards.assign(**{k: shards[k] * shards["n"] for k in ("success", "success_before_storage", "linf", "l2")})
+    totals = weighted.groupby(["role", "attack"], sort=False).sum()
+    for k in ("success", "success_before_storage", "linf", "l2"):
+        totals[k] = totals[k] / totals["n"]
+    totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
+
+
 STEP = Step(
     name="tabulate",
     version=1,
-    needs=("sample", "evaluate"),
+    needs=("sample", "train-victim", "attack", "evaluate"),
     reads=("tables", "evaluate", "attack", "sample", "name"),
     resources=Resources(cpus=2, mem="8G", time="01:00:00"),
     tasks=tasks,
