@@ -168,6 +168,20 @@ def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablat
 
 
 @main.command()
+@click.argument("blocks", nargs=-1)
+@click.option("--file", "readme", default="README.md", show_default=True, type=click.Path(dir_okay=False))
+@_fail_cleanly
+def readme(blocks: tuple[str, ...], readme: str) -> None:
+    """Re-render README blocks (demo, demo-attacks, bench, faults) from the files in results/."""
+    from pathlib import Path
+
+    from pipeline.readme import refresh
+
+    done = refresh(Path(readme), list(blocks) or None)
+    click.echo(f"refreshed: {', '.join(done) or 'nothing'}")
+
+
+@main.command()
 @click.argument("subject", type=click.Choice(["config", "steps", "models"]))
 @config_options
 @click.pass_obj

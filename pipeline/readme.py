@@ -20,6 +20,8 @@ COLUMNS = ["clean", "fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma", "avg
 
 
 def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise PipelineError(f"{path} does not exist yet: run `pipeline run all` or `pipeline tables` first")
     return pd.read_csv(path, comment="#")
 
 
@@ -34,9 +36,7 @@ def _markdown(frame: pd.DataFrame, digits: int) -> str:
 
 def render_results(results: Path) -> str:
     """Tables II and III (recovery accuracy, PSNR), the detection AUROC and the figures of one config."""
-    if not results.is_dir():
-        raise PipelineError(f"no results in {results}: run `pipeline run all` or `pipeline tables` first")
-    provenance = json.loads((results / "provenance.json").read_text())
+    provenance = json.loads(render_file(results / "provenance.json"))
     header = (f"Config `{provenance['config']}`, commit(s) {', '.join(c[:12] for c in provenance['commits'])}, "
               f"data manifests {', '.join(f'{k} {v[:12]}' for k, v in provenance['manifests'].items())}. "
               f"Files: [`{results}/`]({results}/).")
@@ -63,7 +63,7 @@ def render_attacks(results: Path) -> str:
              "|---|---|---|---|---|"]
     lines += [f"| {r.role} | {r.val_accuracy:.3f} | {r.role_accuracy:.3f} | {r.chance:.3f} | {r.majority:.3f} |"
               for r in victims.itertuples()]
-    lines += ["", "| role | attack | images | success after float16 storage | before storage | mean L∞ | mean L2 |",
+    lines += ["", "| role | attack | images | success (as stored) | before storage | mean L∞ | mean L2 |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r.role} | {ATTACK_NAMES[r.attack]} | {r.n} | {r.success:.3f} | {r.success_before_storage:.3f} | "
               f"{r.linf:.4f} | {r.l2:.3f} |" for r in attacks.itertuples()]
