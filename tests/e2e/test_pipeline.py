@@ -93,3 +93,17 @@ def test_status_and_verify(smoke):
     assert "attack         18/18 done" in status and "success" in status and "img/s" in status
     verify = _pipeline(smoke["cwd"], smoke["root"], "verify").stdout
     assert ", 0 bad" in verify
+
+
+def test_only_missing_attack_shards_are_recomputed(smoke, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(smoke["root"], root)
+    shards = sorted((root / "attack").glob("*/MANIFEST.json"))
+    victim = next(p.parent for p in shards if json.loads(p.read_text())["task"] == "aae_train/pgd/000016")
+    before = json.loads((victim / "MANIFEST.json").read_text())["files"]
+    shutil.rmtree(victim)
+    result = _pipeline(smoke["cwd"], root, "run", "attack", "--config", "smoke")
+    assert result.stdout.count("attack[") == 1 and "attack[aae_train/pgd/000016]" in result.stdout
+    assert json.loads((victim / "MANIFEST.json").read_text())["files"] == before  # same bytes again

@@ -1,0 +1,89 @@
+"""A throw-away single-node Slurm cluster (``slurm/testcluster.sh``) shared by the whole session.
+
+Skipped only where ``slurmctld`` is not installed; wherever it is (CI installs it), a cluster
+that does not start is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTCLUSTER = REPO / "slurm" / "testcluster.sh"
+LOCAL_PROFILE = REPO / "slurm" / "local.yaml"
+# The pipeline CLI with the Slurm commands registered (cli.py registers them too; twice is harmless).
+PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; from pipeline.cli_slurm import register; "
+                                  "register(main); main(prog_name='pipeline')"]
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[Path]:
+    """Start the test cluster in a short temporary directory, export its SLURM_CONF, stop it after."""
+    sbin = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    if shutil.which("slurmctld", path=sbin) is None:
+        pytest.skip("slurmctld is not installed (apt-get install slurm-wlm munge slurmdbd mariadb-server)")
+    directory = Path(tempfile.mkdtemp(prefix="tc", dir="/tmp"))
+    before = os.environ.get("SLURM_CONF")
+    try:
+        started = subprocess.run([str(TESTCLUSTER), "start", str(directory)], capture_output=True, text=True,
+                                 timeout=300)
+        if started.returncode != 0:
+            pytest.fail(f"slurm/testcluster.sh start failed:\n{started.stderr}")
+        os.environ["SLURM_CONF"] = str(directory / "slurm.conf")
+        yield directory
+    finally:
+        subprocess.run([str(TESTCLUSTER), "stop", str(directory)], capture_output=True, timeout=120)
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def pipeline(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``pipeline ARGS`` in a subprocess (the environment carries SLURM_CONF)."""
+    return subprocess.run([*PIPELINE, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env=env or os.environ.copy())
+
+
+def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def sacct(job_ids: Sequence[str]) -> dict[str, str]:
+    """State of every job and array task of these jobs, by ``<job>`` or ``<job>_<index>``."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split("|")[0]: line.split("|")[1].split(" ")[0] for line in out.splitlines()}
+
+
+def wait_until(condition: Callable[[], object], seconds: float, what: str, every: float = 1.0):
+    """Poll ``condition`` until it returns something true; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def wait_for_jobs(job_ids: Sequence[str], tasks: int, seconds: float) -> dict[str, str]:
+    """Wait until sacct reports ``tasks`` jobs/array tasks of these jobs, all in a final state."""
+
+    def finished():
+        states = sacct(job_ids)
+        return states if len(states) == tasks and set(states.values()) <= FINAL else None
+
+    return wait_until(finished, seconds, f"jobs {', '.join(job_ids)} to finish", every=2.0)
