@@ -23,6 +23,7 @@ def train_and_save(ctx, kind: str, section: dict[str, Any], image_shape: tuple[i
     from pipeline.training import TrainSpec, plot_history, train, write_history_csv
 
     device = select_device(ctx.config.runtime)
+    torch.manual_seed(section["optim"]["seed"])  # the initial weights, so a rerun gives the same bytes
     model = MODELS[kind](image_shape, section["arch"])
     models = {kind: model, **{name: m.to(device) for name, m in (frozen or {}).items()}}
     params = LossParams(lambda_kl=section["lambda_kl"], warmup_epochs=section.get("warmup_epochs", 0))

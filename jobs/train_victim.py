@@ -44,6 +44,7 @@ def run(ctx, task: Task) -> None:
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(c["seed"]))
     n_val = int(round(c["val_fraction"] * len(images)))
     val, train = order[:n_val], order[n_val:]
+    torch.manual_seed(c["seed"])  # the initial weights, so a rerun gives the same bytes
     model = build_victim(c["arch"], num_classes)
     history = train_classifier(model, images[train], labels[train], c["epochs"], c["batch_size"], c["lr"],
                                c["seed"], device, progress=ctx.progress)

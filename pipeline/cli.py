@@ -209,5 +209,13 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
         click.echo(describe_models(config))
 
 
+def _register_cluster_commands() -> None:
+    from pipeline.cli_slurm import register
+
+    register(main)
+
+
+_register_cluster_commands()
+
 if __name__ == "__main__":
     main()

@@ -20,9 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TESTCLUSTER = REPO / "slurm" / "testcluster.sh"
 LOCAL_PROFILE = REPO / "slurm" / "local.yaml"
-# The pipeline CLI with the Slurm commands registered (cli.py registers them too; twice is harmless).
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; from pipeline.cli_slurm import register; "
-                                  "register(main); main(prog_name='pipeline')"]
+PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 

@@ -20,8 +20,10 @@ from tests.slurm.conftest import LOCAL_PROFILE, REPO, checked, pipeline, sacct, 
 
 pytestmark = pytest.mark.slurm
 
-TARGETS = ("sample", "train-victim", "attack")
-SMOKE = ("--config", "smoke", "--set", "attack.names=[fgsm]")  # 3 attack tasks: 2 shards + 1
+TARGETS = ("all",)
+# The whole smoke pipeline with two attacks and three methods (32 tasks), so that it fits a 2-core node.
+OVERRIDES = ("attack.names=[fgsm, pgd]", "evaluate.methods=[ours, identity, plain_ae]", "aae.baselines=[plain_ae]")
+SMOKE = ("--config", "smoke", *(arg for value in OVERRIDES for arg in ("--set", value)))
 
 
 def _record(root: Path) -> dict:
@@ -40,23 +42,25 @@ def _files(root: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def smoke_run(slurm_cluster, tmp_path_factory):
-    """The smoke targets submitted to Slurm, and the same targets run locally, both finished."""
+    """The smoke pipeline submitted to Slurm, and run locally (in another directory), both finished."""
     work = tmp_path_factory.mktemp("submit")
+    local_cwd = work / "local-cwd"
+    local_cwd.mkdir()
     started = time.monotonic()
     submitted = checked(pipeline("--artifacts", str(work / "slurm"), "submit", *TARGETS, *SMOKE,
                                  "--profile", str(LOCAL_PROFILE), cwd=work))
     record = _record(work / "slurm")
     jobs = {job["label"]: job for job in record["jobs"]}
-    attack_job = jobs["attack[aae_train/fgsm/*]"]["job_id"]
+    attack_job = jobs["attack[aae_train/*/*]"]["job_id"]
     scontrol = subprocess.run(["scontrol", "show", "job", attack_job], capture_output=True, text=True).stdout
     local_started = time.monotonic()
-    checked(pipeline("--artifacts", str(work / "local"), "run", *TARGETS, *SMOKE, cwd=work))
+    checked(pipeline("--artifacts", str(work / "local"), "run", *TARGETS, *SMOKE, cwd=local_cwd))
     local_seconds = time.monotonic() - local_started
     tasks = sum(len(job["tasks"]) for job in record["jobs"])
-    states = wait_for_jobs([job["job_id"] for job in record["jobs"]], tasks, seconds=300)
+    states = wait_for_jobs([job["job_id"] for job in record["jobs"]], tasks, seconds=1200)
     print(f"\nslurm: {time.monotonic() - started:.0f} s (alongside the local run); local run: {local_seconds:.0f} s")
-    return {"work": work, "submitted": submitted, "record": record, "jobs": jobs, "scontrol": scontrol,
-            "states": states}
+    return {"work": work, "local_cwd": local_cwd, "submitted": submitted, "record": record, "jobs": jobs,
+            "scontrol": scontrol, "states": states}
 
 
 def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
@@ -65,7 +69,11 @@ def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
     assert "submitted run" in smoke_run["submitted"].stdout
     assert "usually local to one machine" in smoke_run["submitted"].stderr  # pytest's tmp is under /tmp
     slurm_files, local_files = _files(work / "slurm"), _files(work / "local")
-    assert slurm_files == local_files and len(local_files) == 3 + 2 + 3
+    plan = build_plan(load_config("smoke", OVERRIDES), Store(work / "local"), TARGETS)
+    assert slurm_files == local_files and len(local_files) == len(plan.tasks) == 32
+    slurm_tables, local_tables = (sorted((folder / "results" / "smoke").iterdir()) for folder in (work, smoke_run["local_cwd"]))
+    assert [p.name for p in slurm_tables] == [p.name for p in local_tables] and len(slurm_tables) > 30
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(slurm_tables, local_tables))
     for (step, key) in slurm_files:
         manifest = json.loads((work / "slurm" / step / key / "MANIFEST.json").read_text())
         assert manifest["slurm"]["job_id"]
@@ -74,9 +82,9 @@ def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
     index = {task["id"]: i for i, task in enumerate(sample["tasks"])}
     victim = jobs["train-victim[aae_train]"]
     assert victim["dependency"] == f"afterok:{sample['job_id']}_{index['fashion']}"
-    attack = jobs["attack[aae_train/fgsm/*]"]
+    attack = jobs["attack[aae_train/*/*]"]
     assert attack["dependency"] == f"afterok:{sample['job_id']}_{index['fashion']}:{victim['job_id']}"
-    assert len(attack["tasks"]) == 2 and len(jobs["attack[test/fgsm/000000]"]["tasks"]) == 1
+    assert len(attack["tasks"]) == 4 and len(jobs["attack[test/*/000000]"]["tasks"]) == 2
     assert "ArrayTaskThrottle=2" in smoke_run["scontrol"]
     assert re.search(rf"Dependency=afterok:{sample['job_id']}_{index['fashion']}\S*,afterok:{victim['job_id']}",
                      smoke_run["scontrol"]), smoke_run["scontrol"]
@@ -87,7 +95,7 @@ def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
 
 def test_status_of_a_finished_run_is_done(smoke_run):
     work = smoke_run["work"]
-    config = load_config("smoke", ["attack.names=[fgsm]"])
+    config = load_config("smoke", OVERRIDES)
     plan = build_plan(config, Store(work / "slurm"), TARGETS)
     states = slurm.slurm_states(work / "slurm", plan)
     assert len(states) == len(plan.tasks) and {s.state for s in states.values()} == {slurm.DONE}

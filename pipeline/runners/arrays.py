@@ -1,0 +1,98 @@
+"""The plan's pending tasks as scheduler jobs: per step, one array per set of upstream tasks waited on.
+
+Tasks of a step that read the same *pending* upstream tasks share one job array (one plain job when
+alone); the array waits (``afterok``) on exactly those upstream array tasks. Complete artifacts are
+never submitted and nothing waits for them. Knows nothing of Slurm commands: the dry run and the
+submission both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.dag import Plan, Planned, Step
+
+MAX_ARRAY = 1000  # Slurm's default MaxArraySize (1001) allows indices 0..1000
+
+Ref = tuple[str, str]  # (step, artifact key)
+
+
+@dataclass(eq=False)
+class ArrayJob:
+    """Pending tasks of one step that wait on the same upstream tasks."""
+
+    number: int  # 1-based, in submission order
+    step: Step
+    tasks: list[Planned]
+    after: list[tuple[ArrayJob, list[int] | None]] = field(default_factory=list)  # upstream, indices (None: all)
+    after_queued: list[str] = field(default_factory=list)  # Slurm ids queued by an earlier submission
+
+    @property
+    def label(self) -> str:
+        return f"{self.step.name}[{id_pattern([p.task.id for p in self.tasks])}]"
+
+    def dependency(self, ids: Mapping[int, str]) -> str | None:
+        """``afterok:`` on exactly the upstream tasks, given each earlier job's Slurm id."""
+        refs = []
+        for upstream, indices in self.after:
+            job_id = ids[upstream.number]
+            refs += [job_id] if indices is None else [f"{job_id}_{i}" for i in indices]
+        refs += self.after_queued
+        return "afterok:" + ":".join(refs) if refs else None
+
+    def describe_after(self) -> str:
+        """The dependencies in words, per upstream step, e.g. ``#3 attack[aae_train/fgsm/*] (8 tasks)``."""
+        by_step: dict[str, tuple[list[int], list[str]]] = {}
+        for upstream, indices in self.after:
+            numbers, ids = by_step.setdefault(upstream.step.name, ([], []))
+            numbers.append(upstream.number)
+            ids += [p.task.id for i, p in enumerate(upstream.tasks) if indices is None or i in indices]
+        parts = [(f"#{numbers[0]} " if len(numbers) == 1 else "") + f"{step}[{id_pattern(ids)}] ({_count(len(ids))}"
+                 + (f" in {len(numbers)} jobs)" if len(numbers) > 1 else ")")
+                 for step, (numbers, ids) in by_step.items()]
+        if self.after_queued:
+            parts.append(f"{_count(len(self.after_queued))} queued earlier")
+        return ", ".join(parts) or "-"
+
+
+def _count(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
+
+
+def id_pattern(ids: Sequence[str]) -> str:
+    """Task ids as one pattern: ``aae_train/fgsm/000000`` and ``aae_train/fgsm/000016`` give
+    ``aae_train/fgsm/*`` (``/``-separated parts that differ become ``*``)."""
+    parts = [i.split("/") for i in ids]
+    pattern = [column[0] if len(set(column)) == 1 else "*" for column in zip(*parts)]
+    return "/".join(pattern + (["*"] if len({len(p) for p in parts}) > 1 else []))
+
+
+def array_jobs(plan: Plan, queued: Mapping[Ref, str] | None = None) -> list[ArrayJob]:
+    """The plan's pending tasks grouped into jobs in dependency order.
+
+    ``queued`` maps pending artifacts that an earlier submission already has in the queue to their
+    Slurm ids: they are not submitted again, and their dependants wait on those ids.
+    """
+    queued = queued or {}
+    pending = {(p.task.step, p.key) for p in plan.pending()}
+    groups: dict[tuple[str, frozenset[Ref]], list[Planned]] = {}
+    for planned in plan.pending():
+        if (planned.task.step, planned.key) not in queued:
+            upstream = frozenset(ref for ref in planned.inputs.values() if ref in pending)
+            groups.setdefault((planned.task.step, upstream), []).append(planned)
+    jobs: list[ArrayJob] = []
+    where: dict[Ref, tuple[int, int]] = {}  # artifact -> (job number, array index)
+    for (step, upstream), tasks in groups.items():
+        for start in range(0, len(tasks), MAX_ARRAY):
+            job = ArrayJob(len(jobs) + 1, plan.steps[step], tasks[start:start + MAX_ARRAY],
+                           after_queued=sorted(queued[ref] for ref in upstream if ref in queued))
+            after: dict[int, list[int]] = {}
+            for ref in upstream - queued.keys():
+                number, index = where[ref]
+                after.setdefault(number, []).append(index)
+            job.after = [(jobs[n - 1], None if len(ix) == len(jobs[n - 1].tasks) else sorted(ix))
+                         for n, ix in sorted(after.items())]
+            where.update({(step, p.key): (job.number, i) for i, p in enumerate(job.tasks)})
+            jobs.append(job)
+    return jobs
