@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli import Session, _fail_cleanly, config_options
+from pipeline.cli_common import Session, _fail_cleanly, config_options
 
 if TYPE_CHECKING:
     from pipeline.runners.slurm import Submission, Submitted

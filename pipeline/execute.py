@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import platform
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -17,6 +21,7 @@ from typing import Any
 import pipeline
 from pipeline.config import Config
 from pipeline.dag import Planned
+from pipeline.errors import PipelineError
 from pipeline.store import Artifact, Store
 
 log = logging.getLogger("pipeline")
@@ -42,7 +47,8 @@ class Context:
 
     @property
     def progress(self) -> bool:
-        return self.config.runtime.progress
+        """Show progress bars: asked for, and someone is watching (stderr is a terminal)."""
+        return self.config.runtime.progress and sys.stderr.isatty()
 
 
 def execute(planned: Planned, store: Store, config: Config) -> str:
@@ -53,9 +59,11 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
             return "skipped"
         # inputs are read in full anyway: hashing them too catches corruption of the same size
         inputs = {name: store.open(s, k, full=True) for name, (s, k) in planned.inputs.items()}
+        reset_rngs()
         started = time.time()
-        with store.staging(step.name, planned.key) as tmp:
-            ctx = Context(config, planned.key, tmp, store.workdir(step.name, planned.key), inputs)
+        work = store.workdir(step.name, planned.key)
+        with store.staging(step.name, planned.key) as tmp, _failure_cleanup(planned, work, tmp):
+            ctx = Context(config, planned.key, tmp, work, inputs)
             step.run(ctx, task)
             finished = time.time()
             store.publish(tmp, step.name, planned.key, {
@@ -74,6 +82,55 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
                 "seconds": round(finished - started, 3),
             })
     return "ran"
+
+
+@contextlib.contextmanager
+def _failure_cleanup(planned: Planned, work: Path, tmp: Path) -> Iterator[None]:
+    """On failure: drop the task's scratch directory if it holds nothing (checkpoints are kept), and
+    report a full file system as one clear line instead of the writer's own error (h5py and torch
+    raise RuntimeErrors that bury the errno)."""
+    try:
+        yield
+    except Exception as err:
+        with contextlib.suppress(OSError):
+            work.rmdir()  # only succeeds when empty
+        if not isinstance(err, PipelineError):
+            full = _disk_full(err, tmp)
+            if full:
+                raise PipelineError(f"{planned.label}: {full}; nothing was published: free some space "
+                                    f"and run again") from err
+        raise
+
+
+def _disk_full(err: BaseException, path: Path) -> str | None:
+    """Why ``err`` looks like a full disk or quota while writing under ``path``, or None."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {err.filename or f'under {path.parent}'}: {os.strerror(err.errno)}"
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+    if free < _FULL_BELOW:
+        return f"the file system holding {path.parent} is full ({free // 1024} KiB left; {type(err).__name__})"
+    return None
+
+
+_FULL_BELOW = 1 << 20  # bytes: a writer failing with less than this left is taken to have hit a full disk
+
+
+def reset_rngs(seed: int = 0) -> None:
+    """Start every task from the same random state, whatever ran before it in this process (torch
+    seeds each new process at random): a task rerun alone, or after a crash, then rebuilds the same
+    bytes as in an undisturbed run (e.g. weights initialised before a step seeds its own RNGs)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _iso(timestamp: float) -> str:
