@@ -70,11 +70,13 @@ def run(ctx, task: Task) -> None:
         if not bool(torch.isfinite(adv).all()):
             raise PipelineError(f"attack {c['attack']} returned NaN/inf on {c['role']} rows "
                                 f"{c['start'] + lo}:{c['start'] + hi}; nothing was published")
-        raw_pred.append(predict(victim, adv, device))
         stored.append(adv.clamp(0, 1).to(dtype).cpu())
+        if dtype != torch.float32:  # a lossy round trip: keep the predictions from before it too
+            raw_pred.append(predict(victim, adv, device))
     seconds = time.perf_counter() - started
     adv_images = torch.cat(stored)
     adv_pred = predict(victim, adv_images.float(), device)
+    raw_pred = raw_pred or [adv_pred]
     delta = (adv_images.float() - clean).flatten(1)
     success, success_raw = adv_pred != labels, torch.cat(raw_pred) != labels
     write_shard(ctx.out / "adv.h5", {

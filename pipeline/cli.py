@@ -7,6 +7,7 @@ import sys
 import click
 
 from pipeline.cli_common import Session, _fail_cleanly, config_options
+from pipeline.cli_bench import register as register_bench_command
 from pipeline.cli_slurm import register as register_slurm_commands
 from pipeline.errors import PipelineError
 
@@ -173,6 +174,7 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
 
 
 register_slurm_commands(main)
+register_bench_command(main)
 
 if __name__ == "__main__":
     main()

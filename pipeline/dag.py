@@ -189,11 +189,18 @@ def _check_inputs(step: Step, tasks: Iterable[Task], known: Mapping[str, list[Ta
 
 
 def select(tasks: Mapping[str, list[Task]], targets: Sequence[str]) -> set[tuple[str, str]]:
-    """Tasks named by the targets (a step name, ``all`` or a group name) plus everything they read."""
+    """Tasks named by the targets (a step name, ``STEP[TASK]``, ``all`` or a group name) plus
+    everything they read."""
     groups = {t.group for ts in tasks.values() for t in ts} | {"all"}
     chosen: set[tuple[str, str]] = set()
     for target in targets:
-        if target in tasks:
+        step, _, task_id = target.partition("[")
+        if task_id and step in tasks:
+            task_id = task_id.removesuffix("]")
+            if not any(t.id == task_id for t in tasks[step]):
+                raise PipelineError(f"step {step} has no task {task_id!r}")
+            chosen.add((step, task_id))
+        elif target in tasks:
             chosen |= {(target, t.id) for t in tasks[target] if t.group == "main"}
         elif target in groups:
             group = "main" if target == "all" else target

@@ -1,4 +1,6 @@
-"""HDF5 shards: a few named arrays per file (images N x 3 x S x S chunked per image block, compressed)."""
+"""HDF5 shards: a few named arrays per file (images N x 3 x S x S chunked per image block, compressed).
+
+h5py is imported where it is used, so that planning (which imports the steps) stays fast."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from pipeline.errors import PipelineError
@@ -16,6 +17,8 @@ _CHUNK_IMAGES = 64
 
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}) -> None:
     """Write arrays (strings as UTF-8) to a new HDF5 file; image-like arrays are chunked and gzipped."""
+    import h5py
+
     with h5py.File(path, "w", track_order=True) as handle:
         for name, array in arrays.items():
             array = np.asarray(array)
@@ -32,6 +35,8 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str
 
 def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
     """Read (some rows of) named arrays; a truncated or corrupt file fails naming the path."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as handle:
             names = list(handle.keys()) if names is None else names
@@ -50,6 +55,8 @@ def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = sli
 
 
 def shard_length(path: Path, name: str = "images") -> int:
+    import h5py
+
     try:
         with h5py.File(path, "r") as handle:
             return int(handle[name].shape[0])

@@ -76,3 +76,10 @@ def test_force_reruns_the_step_and_its_dependants(tmp_path):
     plan = build_plan(load_config("smoke"), Store(tmp_path), ["attack"], force=["train-victim"])
     forced = {p.task.step for p in plan.tasks if p.forced}
     assert forced == {"train-victim", "attack"}
+
+
+def test_a_single_task_can_be_targeted():
+    plan = build_plan(load_config("smoke"), Store("/x"), ["attack[test/fgsm/000000]"])
+    assert {(p.task.step, p.task.id) for p in plan.tasks if p.task.step == "attack"} == {("attack", "test/fgsm/000000")}
+    with pytest.raises(PipelineError, match="step attack has no task 'test/nope'"):
+        build_plan(load_config("smoke"), Store("/x"), ["attack[test/nope]"])

@@ -1,0 +1,683 @@
+"""``pipeline bench``: the pipeline's own code measured against bare references on this machine.
+
+Every ratio is measured in one process with the sides interleaved (the order rotates every
+repetition) and medians taken, so the load other programs put on the machine weighs on all sides
+alike. Measurements use a config's real artifacts; what is missing is built with the local runner
+first. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import pipeline
+from pipeline.config import ATTACKED_ROLES, Config, load_config
+from pipeline.data.shards import ShardSet
+from pipeline.dag import Plan, Planned, all_tasks, build_plan, discover
+from pipeline.errors import PipelineError
+from pipeline.execute import execute
+from pipeline.runners.local import run_plan
+from pipeline.store import Artifact, Store
+
+if TYPE_CHECKING:
+    from pipeline.training import TrainSpec
+
+THROUGHPUT_TARGET = 0.95
+LATENCY_TARGET_S = 2.0
+TRAIN_MIN_IMAGES = 2048  # images per timed training run (whole epochs, at least one)
+ATTACK_IMAGES = {"jsma": 2, "cw": 8}  # images per attacked shard; others: ATTACK_DEFAULT_IMAGES
+ATTACK_DEFAULT_IMAGES = 16
+MEMORY_BUILD_LIMIT = 25  # memory/<step> builds at most this many missing upstream tasks
+GROUPS = ("train", "attack", "hdf5-read", "latency", "memory")
+REPO = Path(pipeline.__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    """One row of the table. ``passed`` is None when nothing was measured."""
+
+    benchmark: str
+    ours: float | None
+    reference: float | None
+    unit: str
+    ratio: float | None
+    target: str
+    passed: bool | None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    """What the benchmarks share: the config, the artifact store, how often to repeat, a log."""
+
+    config_name: str
+    config: Config
+    overrides: list[str]
+    store: Store
+    repeat: int
+    log: Callable[[str], None]
+    scratch: Path  # removed at the end
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        from pipeline.device import select_device
+
+        return select_device(self.config.runtime)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def interleave(sides: Sequence[Callable[[], float]], repeat: int) -> list[float]:
+    """Median seconds of each side (each returns its own timed seconds), run ``repeat`` times
+    each, the order rotating every repetition."""
+    times: list[list[float]] = [[] for _ in sides]
+    for rep in range(repeat):
+        for i in range(len(sides)):
+            side = (i + rep) % len(sides)
+            times[side].append(sides[side]())
+    return [statistics.median(t) for t in times]
+
+
+@contextlib.contextmanager
+def timed(into: dict[str, list[float]], name: str) -> Iterator[None]:
+    """Append the seconds the block took to ``into[name]``."""
+    start = time.perf_counter()
+    yield
+    into.setdefault(name, []).append(time.perf_counter() - start)
+
+
+def ratio_row(name: str, unit: str, ours: float, reference: float, note: str = "",
+              minimum: float = THROUGHPUT_TARGET) -> Result:
+    """A row whose ratio ours / reference passes at ``minimum`` or above."""
+    ratio = ours / reference
+    return Result(name, ours, reference, unit, ratio, f">= {minimum:g}", ratio >= minimum, note)
+
+
+def skipped_row(name: str, why: str) -> Result:
+    return Result(name, None, None, "", None, "", None, why)
+
+
+# ---------------------------------------------------------------- plans and artifacts
+
+
+def full_plan(config: Config, store: Store, force: Sequence[str] = ()) -> Plan:
+    """Every task of the config (main and ablation groups)."""
+    groups = {t.group for tasks in all_tasks(config, discover()).values() for t in tasks}
+    return build_plan(config, store, ["all" if g == "main" else g for g in sorted(groups)], force)
+
+
+def closure(plan: Plan, roots: Sequence[tuple[str, str]]) -> Plan:
+    """The sub-plan of the tasks ``roots`` ((step, key) pairs) and everything they read."""
+    by_key = {(p.task.step, p.key): p for p in plan.tasks}
+    keep: set[tuple[str, str]] = set()
+    stack = list(roots)
+    while stack:
+        ref = stack.pop()
+        if ref not in keep:
+            keep.add(ref)
+            stack.extend(by_key[ref].inputs.values())
+    return Plan([p for p in plan.tasks if (p.task.step, p.key) in keep], plan.steps)
+
+
+def representative(plan: Plan, step: str, match: Callable[[Planned], bool] = lambda p: True) -> Planned:
+    """The first task of ``step`` in plan order that matches, preferring the main group."""
+    found = [p for p in plan.tasks if p.task.step == step and match(p)]
+    if not found:
+        raise PipelineError(f"the plan has no {step} task to benchmark")
+    return next((p for p in found if p.task.group == "main"), found[0])
+
+
+def build_upstream(bench: Bench, config: Config, planned: Planned) -> None:
+    """Build, with the local runner, whatever ``planned`` reads that is not complete yet."""
+    plan = full_plan(config, bench.store)
+    run_plan(closure(plan, list(planned.inputs.values())), bench.store, config, echo=bench.log)
+
+
+def inputs_of(bench: Bench, planned: Planned) -> dict[str, Artifact]:
+    return {name: bench.store.open(step, key) for name, (step, key) in planned.inputs.items()}
+
+
+# ---------------------------------------------------------------- train
+
+
+@dataclass
+class TrainCase:
+    """One model trained as its step sets it up: the data as the step holds it in memory."""
+
+    kind: str
+    section: dict[str, Any]
+    image_shape: tuple[int, int, int]
+    data: Tensor  # uint8 clean images, or adversarial images in their storage dtype
+    frozen: dict[str, nn.Module]
+
+    @property
+    def spec(self) -> TrainSpec:
+        from pipeline.training import TrainSpec
+
+        return TrainSpec(**self.section["optim"])
+
+    def model(self) -> nn.Module:
+        from pipeline.models import MODELS
+
+        torch.manual_seed(0)
+        return MODELS[self.kind](self.image_shape, self.section["arch"])
+
+    def loss(self, model: nn.Module) -> Callable[[dict[str, Tensor], int], dict[str, Tensor]]:
+        """The step's loss, past the AAE's warm-up (the full eq. 5-6 objective)."""
+        from pipeline.losses import LossParams, bind_loss
+
+        params = LossParams(lambda_kl=self.section["lambda_kl"], warmup_epochs=0)
+        return bind_loss(self.kind, {self.kind: model, **self.frozen}, params)
+
+
+def stamped(loss: Callable) -> tuple[Callable, list[float]]:
+    """``loss`` that records the time of every call (a call starts a training step)."""
+    calls: list[float] = []
+
+    def wrapped(batch: dict[str, Tensor], epoch: int) -> dict[str, Tensor]:
+        calls.append(time.perf_counter())
+        return loss(batch, epoch)
+
+    return wrapped, calls
+
+
+def train_epochs(n: int) -> int:
+    return max(1, math.ceil(TRAIN_MIN_IMAGES / n))
+
+
+def timed_images(case: TrainCase) -> int:
+    """Images trained on after the first step, in one timed run."""
+    return train_epochs(len(case.data)) * len(case.data) - min(case.spec.batch_size, len(case.data))
+
+
+def train_ours(case: TrainCase, device: torch.device, workdir: Path, final_save_only: bool = False) -> float:
+    """Seconds of ``pipeline.training.train`` after its first step, with the configured checkpoints
+    (or, with ``final_save_only``, only the one a run saves when it ends)."""
+    from pipeline.training import train
+
+    model = case.model()
+    loss, calls = stamped(case.loss(model))
+    epochs = train_epochs(len(case.data))
+    spec = replace(case.spec, epochs=epochs, checkpoint_every=epochs if final_save_only else case.spec.checkpoint_every)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        train({case.kind: model}, loss, {"x": case.data}, spec, Path(tmp) / "checkpoint.pt", device)
+        return time.perf_counter() - calls[1]
+
+
+def train_bare(case: TrainCase, device: torch.device) -> float:
+    """Seconds after the first step of a plain loop: float tensors in memory, shuffled batches, the
+    same loss, SGD with momentum, weight decay and lr milestones, gradient clipping as configured."""
+    spec, model = case.spec, case.model().to(device).train()
+    loss, calls = stamped(case.loss(model))
+    x = case.data.to(device).float()
+    x = x / 255 if case.data.dtype == torch.uint8 else x
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
+    for epoch in range(train_epochs(len(x))):
+        for idx in torch.randperm(len(x)).split(spec.batch_size):
+            terms = loss({"x": x[idx]}, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if spec.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+            optimizer.step()
+        schedule.step()
+    return time.perf_counter() - calls[1]
+
+
+def train_planned(bench: Bench, kind: str) -> Planned:
+    """The task that trains model ``kind``: train-cae's main task, or the first AAE of train-aae."""
+    plan = full_plan(bench.config, bench.store)
+    if kind == "cae":
+        return representative(plan, "train-cae")
+    return representative(plan, "train-aae", lambda p: p.task.config["model"] == "aae")
+
+
+def cae_case(bench: Bench) -> TrainCase:
+    """The train-cae task's model and clean uint8 images, as the step loads them."""
+    from jobs._io import split_shards
+
+    planned = train_planned(bench, "cae")
+    build_upstream(bench, bench.config, planned)
+    split = split_shards(inputs_of(bench, planned)["data"], "cae_train")
+    images = split.read(0, len(split), ["images"])["images"]
+    c = planned.task.config
+    return TrainCase("cae", c["cae"], tuple(c["image_shape"]), torch.from_numpy(images), {})
+
+
+def aae_case(bench: Bench) -> TrainCase:
+    """The first train-aae task of the AAE: its adversarial shards as stored, and the frozen CAE."""
+    from jobs._training import load_model
+    from pipeline.data.shards import read_shard
+    from pipeline.losses import freeze
+
+    planned = train_planned(bench, "aae")
+    build_upstream(bench, bench.config, planned)
+    inputs = inputs_of(bench, planned)
+    shards = [read_shard(inputs[name].file("adv.h5"), ["images"])["images"] for name in sorted(inputs)
+              if name.startswith("adv-")]
+    c = planned.task.config
+    frozen = {"cae": freeze(load_model(inputs["cae"], bench.device))}
+    return TrainCase("aae", c["aae"], tuple(c["image_shape"]), torch.from_numpy(np.concatenate(shards)), frozen)
+
+
+def train_case(bench: Bench, kind: str) -> TrainCase:
+    """The case of model ``kind`` (cae, aae), loaded once."""
+    key = f"case/{kind}"
+    if key not in bench.cache:
+        bench.cache[key] = {"cae": cae_case, "aae": aae_case}[kind](bench)
+    return bench.cache[key]
+
+
+def train_rates(bench: Bench, kind: str) -> tuple[float, float, float]:
+    """Median images/s of ours, of the bare loop, and of ours saving only one checkpoint at the end
+    (measured once, then cached)."""
+    key = f"rates/{kind}"
+    if key not in bench.cache:
+        case, device, work = train_case(bench, kind), bench.device, bench.store.root
+        bench.log(f"bench: train/{kind}: {train_epochs(len(case.data))} epoch(s) of {len(case.data)} images "
+                  f"x {bench.repeat} on each of 3 sides")
+        train_bare(case, device)  # warm-up: one-time costs of this process stay out of all sides
+        seconds = interleave([lambda: train_ours(case, device, work), lambda: train_bare(case, device),
+                              lambda: train_ours(case, device, work, final_save_only=True)], bench.repeat)
+        bench.cache[key] = tuple(timed_images(case) / s for s in seconds)
+    return bench.cache[key]
+
+
+def train_note(case: TrainCase, ours: float, bare: float, one_save: float) -> str:
+    """What one timed run is, and what its periodic checkpoints cost."""
+    epochs, every = train_epochs(len(case.data)), case.spec.checkpoint_every
+    share = 1 - ours / one_save
+    dtype = str(case.data.dtype).removeprefix("torch.")
+    return (f"{epochs} ep x {len(case.data)} img {dtype}, first step excluded; checkpoints every {every} ep "
+            f"cost {share:.0%} of ours (ratio with one final save: {one_save / bare:.2f})")
+
+
+def bench_train(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    rows = []
+    for kind in ("cae", "aae"):
+        if wants(kind):
+            ours, bare, one_save = train_rates(bench, kind)
+            note = train_note(train_case(bench, kind), ours, bare, one_save)
+            note += "; CAE frozen, post-warm-up loss" if kind == "aae" else ""
+            rows.append(ratio_row(f"train/{kind}", "img/s", ours, bare, note))
+    return rows
+
+
+# ---------------------------------------------------------------- attack
+
+
+def attack_overrides(config: Config) -> list[str]:
+    """``--set`` values that make each attack's first shard small (never fewer attack steps)."""
+    from jobs.attack import shard_ranges
+
+    role = getattr(config.sample.roles, ATTACKED_ROLES[0])
+    out = []
+    for name in config.attack.names:
+        start, stop = shard_ranges(role.count, name, config.attack)[0]
+        images = ATTACK_IMAGES.get(name, ATTACK_DEFAULT_IMAGES)
+        if stop - start > images:
+            out.append(f"attack.limits.{name}.shard_size={images}")
+    return out
+
+
+@dataclass
+class AttackCase:
+    """One attack task, forced, and what calling the attack directly needs."""
+
+    name: str
+    planned: Planned
+    config: Config
+    victim: nn.Module
+    clean: Tensor
+    labels: Tensor
+
+
+def attack_case(bench: Bench, name: str) -> AttackCase:
+    from jobs._io import load_role_victim, split_shards
+    from pipeline.victims import predict
+
+    config = load_config(bench.config_name, bench.overrides + attack_overrides(bench.config))
+    role = ATTACKED_ROLES[0]
+    planned = full_plan(config, bench.store, force=["attack"]).find("attack", f"{role}/{name}/000000")
+    build_upstream(bench, config, planned)
+    inputs, c = inputs_of(bench, planned), planned.task.config
+    victim = load_role_victim(SimpleNamespace(input=inputs.__getitem__), c["victim"], bench.device)
+    images = split_shards(inputs["clean"], role).read(c["start"], c["stop"], ["images"])["images"]
+    clean = torch.from_numpy(images).float() / 255
+    return AttackCase(name, planned, config, victim, clean, predict(victim, clean, bench.device))
+
+
+def attack_step(bench: Bench, case: AttackCase) -> float:
+    """Seconds of the whole forced task: input checks, the attack, predictions, HDF5, publishing."""
+    start = time.perf_counter()
+    execute(case.planned, bench.store, case.config)
+    return time.perf_counter() - start
+
+
+def attack_direct(bench: Bench, case: AttackCase) -> float:
+    """Seconds of the registry's attack object called batch by batch on in-memory tensors."""
+    from pipeline.attacks.registry import build_attack
+    from pipeline.device import derived_seed
+
+    c, device = case.planned.task.config, bench.device
+    attack = build_attack(case.name, case.victim, c["params"], case.victim.head.out_features)
+    start = time.perf_counter()
+    for lo in range(0, len(case.clean), c["batch_size"]):
+        torch.manual_seed(derived_seed(c["seed"], c["role"], c["attack"], c["start"] + lo))
+        hi = lo + c["batch_size"]
+        attack(case.clean[lo:hi].to(device), case.labels[lo:hi].to(device))
+    return time.perf_counter() - start
+
+
+def attack_parts(bench: Bench, case: AttackCase, into: dict[str, list[float]]) -> None:
+    """Time, one by one, the step's work besides the attack (on the shard it just wrote)."""
+    from jobs._io import load_role_victim, split_shards
+    from pipeline.data.shards import read_shard, write_shard
+    from pipeline.victims import predict
+
+    planned, c, store = case.planned, case.planned.task.config, bench.store
+    with timed(into, "verify inputs"):
+        inputs = {n: store.open(s, k, full=True) for n, (s, k) in planned.inputs.items()}
+    with timed(into, "load victim"):
+        load_role_victim(SimpleNamespace(input=inputs.__getitem__), c["victim"], bench.device)
+    with timed(into, "read shard"):
+        split_shards(inputs["clean"], c["role"]).read(c["start"], c["stop"], ["images", "labels"])
+    written = read_shard(store.open("attack", planned.key).file("adv.h5"))
+    adv = torch.from_numpy(written["images"]).float()
+    with timed(into, "3 predictions"):
+        for images in (case.clean, adv, adv):  # clean, as attacked, as stored
+            predict(case.victim, images, bench.device)
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        aside = Store(Path(tmp))
+        with aside.staging("attack", planned.key) as staging:
+            with timed(into, "hdf5 write"):
+                write_shard(staging / "adv.h5", written)
+            with timed(into, "publish"):
+                aside.publish(staging, "attack", planned.key, {})
+
+
+def attack_note(images: int, step_s: float, direct_s: float, parts: dict[str, list[float]]) -> str:
+    """Where the step's time goes, in ms (medians)."""
+    medians = {name: statistics.median(v) for name, v in parts.items()}
+    other = step_s - direct_s - sum(medians.values())
+    pieces = [f"attack {direct_s * 1e3:.0f}", *(f"{n} {s * 1e3:.0f}" for n, s in medians.items()),
+              f"other {other * 1e3:.0f}"]
+    return f"{images} img; step {step_s * 1e3:.0f} ms = " + ", ".join(pieces)
+
+
+def bench_attacks(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    rows = []
+    for name in bench.config.attack.names:
+        if not wants(name):
+            continue
+        case = attack_case(bench, name)
+        bench.log(f"bench: attack/{name}: task {case.planned.label}, {len(case.clean)} image(s)")
+        attack_direct(bench, case)  # warm-up
+        parts: dict[str, list[float]] = {}
+
+        def step() -> float:
+            seconds = attack_step(bench, case)
+            attack_parts(bench, case, parts)
+            return seconds
+
+        step_s, direct_s = interleave([step, lambda: attack_direct(bench, case)], bench.repeat)
+        n = len(case.clean)
+        row = ratio_row(f"attack/{name}", "img/s", n / step_s, n / direct_s)
+        row.note = attack_note(n, step_s, direct_s, parts) if not row.passed else f"{n} img"
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- hdf5-read
+
+
+def shard_set(bench: Bench, kind: str) -> tuple[ShardSet, str]:
+    """The shards trainer ``kind`` loads: clean ``cae_train`` images (cae), adversarial shards (aae)."""
+    from jobs._io import split_shards
+    from pipeline.data.shards import shard_length
+
+    planned = train_planned(bench, kind)
+    build_upstream(bench, bench.config, planned)
+    inputs = inputs_of(bench, planned)
+    if kind == "cae":
+        return split_shards(inputs["data"], "cae_train"), "clean cae_train shards"
+    adv = [a.file("adv.h5") for name, a in sorted(inputs.items()) if name.startswith("adv-")]
+    return ShardSet(adv, [shard_length(p) for p in adv]), "adversarial shards"
+
+
+def bench_hdf5(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    rows = []
+    for kind in ("cae", "aae"):
+        if not wants(kind):
+            continue
+        shards, what = shard_set(bench, kind)
+        images = shards.read(0, len(shards), ["images"])["images"]
+        megabytes = images.nbytes / 1e6
+
+        def read() -> float:
+            start = time.perf_counter()
+            shards.read(0, len(shards), ["images"])
+            return time.perf_counter() - start
+
+        def in_memory() -> float:
+            start = time.perf_counter()
+            images[0:len(images)].copy()
+            return time.perf_counter() - start
+
+        read_s, memory_s = interleave([read, in_memory], bench.repeat)
+        train_ips = train_rates(bench, kind)[0]
+        consumed = train_ips * images[0].nbytes / 1e6
+        note = (f"ratio = HDF5 read MB/s / MB/s train/{kind} consumes ({train_ips:.0f} img/s x "
+                f"{images[0].nbytes} B); {what}, {len(images)} img {images.dtype}, page cache warm; "
+                f"slicing in memory: {megabytes / memory_s:.0f} MB/s")
+        rows.append(ratio_row(f"hdf5-read/{kind}", "MB/s", megabytes / read_s, consumed, note, minimum=1))
+    return rows
+
+
+# ---------------------------------------------------------------- latency
+
+
+def cli_command() -> list[str]:
+    """The installed ``pipeline`` command of this interpreter."""
+    script = Path(sys.executable).parent / "pipeline"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+
+
+def wall_seconds(argv: Sequence[str], expect: str = "") -> float:
+    """Wall time of a command; it must succeed (and print ``expect``)."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or expect not in done.stdout:
+        raise PipelineError(f"`{' '.join(argv)}` failed (exit {done.returncode}): "
+                            f"{(done.stderr or done.stdout).strip()[-500:]}")
+    return seconds
+
+
+def latency_row(name: str, seconds: list[float], note: str) -> Result:
+    median = statistics.median(seconds)
+    return Result(name, median, None, "s", None, f"< {LATENCY_TARGET_S:g} s", median < LATENCY_TARGET_S, note)
+
+
+def command_exists(name: str) -> bool:
+    return subprocess.run([*cli_command(), name, "--help"], capture_output=True, cwd=REPO).returncode == 0
+
+
+def latency_dry_run(bench: Bench) -> Result:
+    name = "latency/dry-run"
+    if not command_exists("submit"):
+        return skipped_row(name, "`pipeline submit` not available in this CLI yet")
+    argv = ["submit", "all", "--dry-run", "--config", "paper", "--profile", str(REPO / "slurm" / "v100.yaml")]
+    seconds = []
+    for rep in range(bench.repeat):
+        root = bench.scratch / f"dry-run-{rep}"
+        seconds.append(wall_seconds([*cli_command(), "--artifacts", str(root), *argv]))
+    return latency_row(name, seconds, "paper config, empty artifact root (every task pending), subprocess")
+
+
+def fabricate_complete(root: Path, config: Config) -> int:
+    """Publish a placeholder artifact (manifest only) for every planned task; returns how many."""
+    store = Store(root)
+    plan = build_plan(config, store, ["all"])
+    for planned in plan.tasks:
+        with store.staging(planned.task.step, planned.key) as tmp:
+            store.publish(tmp, planned.task.step, planned.key, {"task": planned.task.id, "placeholder": True})
+    return len(plan.tasks)
+
+
+def latency_noop(bench: Bench) -> Result:
+    root = bench.scratch / "noop"
+    count = fabricate_complete(root, load_config("paper"))
+    argv = [*cli_command(), "--artifacts", str(root), "run", "all", "--config", "paper"]
+    seconds = [wall_seconds(argv, expect="nothing to do") for _ in range(bench.repeat)]
+    return latency_row("latency/noop", seconds, f"paper config, {count} placeholder artifacts "
+                                                "(empty manifests, not real outputs), subprocess")
+
+
+def bench_latency(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    runs = {"dry-run": latency_dry_run, "noop": latency_noop}
+    return [run(bench) for name, run in runs.items() if wants(name)]
+
+
+# ---------------------------------------------------------------- memory
+
+
+def mebibytes(slurm_mem: str) -> float:
+    """A Slurm memory size (``16G``; no suffix: megabytes) in MiB."""
+    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem).groups()
+    return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
+
+
+def run_task(argv: Sequence[str]) -> None:
+    """Child of memory/<step>: run one task, forced, as ``pipeline run STEP --force STEP`` would.
+    ``argv``: config, artifact root, step, task id, ``--set`` overrides."""
+    config_name, root, step, task_id, *overrides = argv
+    config = load_config(config_name, overrides)
+    store = Store(Path(root))
+    execute(full_plan(config, store, force=[step]).find(step, task_id), store, config)
+
+
+def peak_rss_mib(argv: Sequence[str], cwd: Path) -> float:
+    """Peak resident memory of a child process, in MiB; it must succeed."""
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            raise PipelineError(f"memory child failed: {err.read().decode()[-800:]}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    rows = []
+    plan = full_plan(bench.config, bench.store)
+    for name, step in plan.steps.items():
+        if not wants(name):
+            continue
+        planned = representative(plan, name)
+        missing = closure(plan, list(planned.inputs.values())).pending()
+        if len(missing) > MEMORY_BUILD_LIMIT:
+            rows.append(skipped_row(f"memory/{name}", f"{len(missing)} upstream tasks missing (> "
+                                    f"{MEMORY_BUILD_LIMIT}); run `pipeline run all` on --artifacts first"))
+            continue
+        build_upstream(bench, bench.config, planned)
+        bench.log(f"bench: memory/{name}: {planned.label} in a child process")
+        code = "import sys; from pipeline.bench import run_task; run_task(sys.argv[1:])"
+        # in scratch, so that results/ written by the table and figure steps stays out of the checkout
+        peak = peak_rss_mib([sys.executable, "-c", code, bench.config_name, str(bench.store.root), name,
+                             planned.task.id, *bench.overrides], cwd=bench.scratch)
+        limit = mebibytes(step.resources.mem)
+        rows.append(Result(f"memory/{name}", peak, limit, "MiB", peak / limit, "< 1", peak < limit,
+                           f"peak RSS of {planned.label} (forced, own process) / the step's declared mem"))
+    return rows
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, torch version and threads, the device the config selects."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    return {"cpu": model.group(1).strip() if model else platform.processor() or "unknown",
+            "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
+    """Per group, which of its rows to run: ``--only attack`` runs the group, ``attack/fgsm`` one row."""
+    if not only:
+        return {group: lambda item: True for group in GROUPS}
+    chosen: dict[str, set[str] | None] = {}
+    for name in only:
+        group, _, item = name.partition("/")
+        if group not in GROUPS:
+            raise PipelineError(f"--only {name!r}: unknown benchmark (groups: {', '.join(GROUPS)})")
+        if not item or chosen.get(group, set()) is None:
+            chosen[group] = None
+        else:
+            chosen.setdefault(group, set()).add(item)
+    return {group: (lambda item, items=items: items is None or item in items) for group, items in chosen.items()}
+
+
+BENCHMARKS: dict[str, Callable[[Bench, Callable[[str], bool]], list[Result]]] = {
+    "train": bench_train, "attack": bench_attacks, "hdf5-read": bench_hdf5,
+    "latency": bench_latency, "memory": bench_memory,
+}
+
+
+def bench_overrides(config_name: str, scratch: Path) -> list[str]:
+    """Runtime settings of every measurement (none is part of an artifact key): the sample step's
+    manifest copies go to scratch, not into the checkout; one torch thread unless the config sets
+    ``runtime.threads`` (on a shared machine, OpenMP threads stall on each other and timings then
+    vary tenfold)."""
+    threads = [] if load_config(config_name).runtime.threads else ["runtime.threads=1"]
+    return [f"sample.manifest_dir={scratch / 'data_manifests'}", *threads]
+
+
+def run_benchmarks(config_name: str, artifacts: Path | None, only: Sequence[str], repeat: int,
+                   log: Callable[[str], None]) -> tuple[dict[str, Any], list[Result]]:
+    """Run the selected benchmarks; returns the machine description and the result rows."""
+    wanted = selection(only)
+    if config_name.endswith((".yaml", ".yml")) or "/" in config_name:  # a file: children run elsewhere
+        config_name = str(Path(config_name).absolute())
+    scratch = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    try:
+        overrides = bench_overrides(config_name, scratch)
+        config = load_config(config_name, overrides)
+        store = Store(artifacts or scratch / "artifacts")
+        store.root.mkdir(parents=True, exist_ok=True)
+        bench = Bench(config_name, config, overrides, store, repeat, log, scratch)
+        device = bench.device  # sets the thread count
+        info = {**machine(), "device": str(device), "config": config_name, "artifacts": str(store.root)}
+        rows = [row for group, run in BENCHMARKS.items() if group in wanted for row in run(bench, wanted[group])]
+        for name in set(only) - {r.benchmark for r in rows} - set(GROUPS):
+            log(f"bench: no benchmark named {name!r}")
+        return info, rows
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
