@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pipeline.cli_common import Session, _fail_cleanly, config_options
+from pipeline.cli_common import Session, fail_cleanly, config_options
 from pipeline.cli_bench import register as register_bench_command
 from pipeline.cli_slurm import register as register_slurm_commands
 from pipeline.errors import PipelineError
@@ -26,7 +26,7 @@ def main(ctx: click.Context, artifacts: str | None) -> None:
 @config_options
 @click.option("--force", multiple=True, metavar="STEP", help="Rebuild this step and its dependants.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def run(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
         force: tuple[str, ...]) -> None:
     """Run TARGETS (``all``, ``ablations`` or step names) in this process, skipping finished work."""
@@ -41,7 +41,7 @@ def run(session: Session, targets: tuple[str, ...], config_name: str, overrides:
 @config_options
 @click.option("--force", multiple=True, metavar="STEP")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def plan(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
          force: tuple[str, ...]) -> None:
     """Print the tasks of TARGETS with their keys and whether each is up to date; changes nothing."""
@@ -58,7 +58,7 @@ def plan(session: Session, targets: tuple[str, ...], config_name: str, overrides
 @main.command()
 @config_options
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def status(session: Session, config_name: str, overrides: tuple[str, ...]) -> None:
     """Per step: how many of the config's tasks are done, with each artifact's summary."""
     from pipeline.status import report
@@ -72,7 +72,7 @@ def status(session: Session, config_name: str, overrides: tuple[str, ...]) -> No
 @click.option("--config", "config_name", default=None, help="Only the artifacts of this config's plan.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def verify(session: Session, config_name: str | None, overrides: tuple[str, ...]) -> None:
     """Check the sha256 of every file of every artifact (or of one config's artifacts)."""
     if config_name:
@@ -97,7 +97,7 @@ def verify(session: Session, config_name: str | None, overrides: tuple[str, ...]
 @click.argument("steps", nargs=-1)
 @config_options
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def clean(session: Session, steps: tuple[str, ...], config_name: str, overrides: tuple[str, ...]) -> None:
     """Remove leftovers of killed runs; with STEPS, also remove those steps' artifacts for the config."""
     removed = session.store.sweep()
@@ -117,7 +117,7 @@ def clean(session: Session, steps: tuple[str, ...], config_name: str, overrides:
 @config_options
 @click.option("--ablations", is_flag=True, help="Also redraw the ablation figures (Figs. 4-5).")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablations: bool) -> None:
     """Rewrite results/<config>/ (tables, figures) from the finished evaluations, without recomputing them."""
     from pipeline.runners.local import run_plan
@@ -134,7 +134,7 @@ def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablat
 @main.command()
 @click.argument("blocks", nargs=-1)
 @click.option("--file", "readme", default="README.md", show_default=True, type=click.Path(dir_okay=False))
-@_fail_cleanly
+@fail_cleanly
 def readme(blocks: tuple[str, ...], readme: str) -> None:
     """Re-render README blocks (demo, demo-attacks, bench, faults) from the files in results/."""
     from pathlib import Path
@@ -149,7 +149,7 @@ def readme(blocks: tuple[str, ...], readme: str) -> None:
 @click.argument("subject", type=click.Choice(["config", "steps", "models"]))
 @config_options
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def describe(session: Session, subject: str, config_name: str, overrides: tuple[str, ...]) -> None:
     """Print the resolved config, the step declarations, or the models' layers and sizes."""
     from pipeline.config import load_config

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli_common import Session, _fail_cleanly
+from pipeline.cli_common import Session, fail_cleanly
 
 if TYPE_CHECKING:
     from pipeline.bench import Result
@@ -44,6 +44,14 @@ def _machine_line(info: dict[str, Any]) -> str:
             f"({info['torch_threads']} threads), device {info['device']}, load {info['load_average']}")
 
 
+def _markdown(info: dict[str, Any], rows: list[Result], command: str) -> str:
+    """The table as Markdown, with the machine and the command that made it (for README.md)."""
+    lines = [f"`{command}` on {_machine_line(info).removeprefix('machine: ')}:", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|---" * len(_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in _cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 @click.command()
 @click.option("--config", "config_name", default="smoke", show_default=True,
               help="Config whose artifacts are measured (built first where missing).")
@@ -54,9 +62,12 @@ def _machine_line(info: dict[str, Any]) -> str:
               help="Repetitions of each measurement (medians are reported).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results as JSON to this file.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as Markdown (e.g. results/bench.md, shown by `pipeline readme`).")
 @click.pass_context
-@_fail_cleanly
-def bench(ctx: click.Context, config_name: str, only: tuple[str, ...], repeat: int, json_path: Path | None) -> None:
+@fail_cleanly
+def bench(ctx: click.Context, config_name: str, only: tuple[str, ...], repeat: int, json_path: Path | None,
+          markdown_path: Path | None) -> None:
     """Measure the pipeline against bare references; one table: ratio, target, pass/fail.
 
     Uses a temporary artifact root unless `pipeline --artifacts DIR bench` names one (tasks it
@@ -77,6 +88,10 @@ def bench(ctx: click.Context, config_name: str, only: tuple[str, ...], repeat: i
     if json_path:
         json_path.write_text(json.dumps({"machine": info, "seconds": seconds,
                                          "results": [asdict(r) for r in rows]}, indent=1))
+    if markdown_path:
+        command = " ".join(["pipeline bench --config", config_name, *(f"--only {o}" for o in only)])
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(_markdown(info, rows, command))
 
 
 def register(group: click.Group) -> None:

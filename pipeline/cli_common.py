@@ -11,7 +11,7 @@ import click
 from pipeline.errors import PipelineError
 
 
-def _fail_cleanly(command: Callable) -> Callable:
+def fail_cleanly(command: Callable) -> Callable:
     """Print a user error as one line and exit 1; bugs keep their traceback."""
 
     @functools.wraps(command)

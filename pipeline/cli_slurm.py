@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli_common import Session, _fail_cleanly, config_options
+from pipeline.cli_common import Session, fail_cleanly, config_options
 
 if TYPE_CHECKING:
     from pipeline.runners.slurm import Submission, Submitted
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
               help="Cluster profile, e.g. slurm/v100.yaml (keys: slurm/README.md).")
 @click.option("--dry-run", is_flag=True, help="Print the jobs and write their sbatch scripts; run no Slurm command.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def submit(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
            force: tuple[str, ...], profile_path: str, dry_run: bool) -> None:
     """Submit TARGETS (``all`` or step names) as Slurm job arrays with afterok dependencies.
@@ -96,7 +96,7 @@ def _table(submission: Submission, columns: list[_Column]) -> Iterator[str]:
 @click.command()
 @click.argument("run_id", required=False)
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def cancel(session: Session, run_id: str | None) -> None:
     """Cancel every job of a submitted run (default: the latest) with one scancel."""
     from pipeline.runners import slurm
