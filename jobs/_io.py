@@ -55,6 +55,8 @@ def export_tree(src: Path, dst: Path) -> None:
 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src, tmp)
     old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")

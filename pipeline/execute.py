@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import platform
 import socket
@@ -23,9 +22,6 @@ from pipeline.config import Config
 from pipeline.dag import Planned
 from pipeline.errors import PipelineError
 from pipeline.store import Artifact, Store
-
-log = logging.getLogger("pipeline")
-
 
 @dataclass
 class Context:

@@ -63,9 +63,6 @@ class Artifact:
             raise PipelineError(f"artifact {self.path} has no file {name!r}")
         return self.path / name
 
-    def files(self, prefix: str = "") -> list[str]:
-        return sorted(name for name in self.manifest["files"] if name.startswith(prefix))
-
     @property
     def summary(self) -> dict[str, Any]:
         return self.manifest.get("summary", {})
@@ -103,20 +100,26 @@ class Store:
             manifest = json.loads((path / MANIFEST).read_text())
         except FileNotFoundError:
             raise PipelineError(f"artifact {step}/{key} is not complete (no {path / MANIFEST})") from None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise PipelineError(f"artifact manifest {path / MANIFEST} is corrupt") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise PipelineError(f"artifact manifest {path / MANIFEST} is corrupt (no file list)")
         artifact = Artifact(step, key, path, manifest)
         artifact.verify(full=full)
         return artifact
 
     def list(self, step: str) -> list[Artifact]:
-        """All complete artifacts of a step, unverified, newest first."""
+        """All complete artifacts of a step (those with a manifest), unverified, newest first; one
+        whose manifest cannot be read is listed with an empty one, so ``open`` reports it."""
         found = []
         for manifest in (self.root / step).glob(f"*/{MANIFEST}"):
-            with contextlib.suppress(json.JSONDecodeError, OSError):
-                found.append(Artifact(step, manifest.parent.name, manifest.parent,
-                                      json.loads(manifest.read_text())))
-        return sorted(found, key=lambda a: a.manifest.get("finished", ""), reverse=True)
+            try:
+                data = json.loads(manifest.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                data = {}
+            data = data if isinstance(data, dict) else {}
+            found.append(Artifact(step, manifest.parent.name, manifest.parent, data))
+        return sorted(found, key=lambda a: str(a.manifest.get("finished", "")), reverse=True)
 
     def steps(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -129,14 +132,19 @@ class Store:
         return path
 
     @contextlib.contextmanager
-    def lock(self, step: str, key: str) -> Iterator[None]:
-        """Exclusive lock per artifact, so two runners never build the same one at once."""
+    def lock(self, step: str, key: str, wait: bool = True) -> Iterator[bool]:
+        """Exclusive lock per artifact, so two runners never build the same one at once; with
+        ``wait=False``, yields False at once instead of waiting when another process holds it."""
         lock_dir = self.root / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f"{step}-{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -177,14 +185,20 @@ class Store:
             shutil.rmtree(trash)
 
     def sweep(self, max_age_s: float = 0.0) -> list[Path]:
-        """Remove leftover temporary directories of killed runs (older than ``max_age_s``)."""
+        """Remove what killed runs left behind (older than ``max_age_s``): staging directories,
+        replaced artifacts, and the scratch directories of artifacts that did get published. A
+        directory whose task is running now (its artifact lock is held) is left alone."""
         removed = []
         now = time.time()
-        for pattern in ("*/.tmp-*", "*/.old-*"):
+        for pattern in ("*/.tmp-*", "*/.old-*", "*/.work-*"):
             for path in self.root.glob(pattern):
-                if now - path.stat().st_mtime >= max_age_s:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
+                step, key = path.parent.name, path.name.split("-")[1]
+                if pattern == "*/.work-*" and not self.is_complete(step, key):
+                    continue  # a checkpoint to resume from
+                with contextlib.suppress(FileNotFoundError), self.lock(step, key, wait=False) as free:
+                    if free and now - path.stat().st_mtime >= max_age_s:
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed.append(path)
         return removed
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import io
 import math
 import os
 import tempfile
@@ -37,11 +39,10 @@ class CheckpointError(PipelineError, RuntimeError):
 class TrainingDiverged(PipelineError, RuntimeError):
     """A loss term became NaN or infinite; raised before the optimiser step."""
 
-    def __init__(self, epoch: int, term: str, value: float) -> None:
-        super().__init__(
-            f"training diverged at epoch {epoch}: loss term {term!r} is {value}; "
-            "the last checkpoint is left as it was"
-        )
+    def __init__(self, epoch: int, term: str, value: float, checkpoint: Path | None = None) -> None:
+        kept = "the last checkpoint is left as it was" if checkpoint is None else \
+            f"the last checkpoint ({checkpoint}) is left as it was"
+        super().__init__(f"training diverged at epoch {epoch}: loss term {term!r} is {value}; {kept}")
         self.epoch = epoch
         self.term = term
 
@@ -113,13 +114,22 @@ def _set_rng_state(state: Mapping[str, Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+# Checkpoints end with this trailer and the sha256 (hex) of the bytes before it; torch.load ignores it.
+_SEAL = b"\0pipeline-checkpoint-sha256:"
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
-    """Write ``obj`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write ``obj`` and its sha256 to a temporary file beside ``path``, fsync it, then rename it
+    over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    body = buffer.getbuffer()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb") as f:  # a plain write: a full disk raises OSError(ENOSPC)
+            f.write(body)
+            f.write(_SEAL + hashlib.sha256(body).hexdigest().encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -136,9 +146,18 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from e
+    body, seal, digest = raw.rpartition(_SEAL)
+    if not seal or hashlib.sha256(body).hexdigest().encode() != digest:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (its sha256 does not match); "
+                              "delete it to train from the start")
+    try:
+        state = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from e
     missing = {"epochs_done", "spec", "models", "optimizer", "scheduler", "scaler", "history", "rng"}
     if not isinstance(state, dict) or missing - set(state):
         raise CheckpointError(f"checkpoint {path} is not a training checkpoint of this trainer")
@@ -239,7 +258,8 @@ def train(
                 values = torch.stack([t.detach().float() for t in terms.values()])
                 if not torch.isfinite(values).all():
                     bad = next(i for i, v in enumerate(values.tolist()) if not math.isfinite(v))
-                    raise TrainingDiverged(epoch, names[bad], values[bad].item())
+                    raise TrainingDiverged(epoch, names[bad], values[bad].item(),
+                                          checkpoint if checkpoint.exists() else None)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms["total"]).backward()
                 if spec.clip_grad_norm is not None:

@@ -83,7 +83,7 @@ def load_victim(arch: str, num_classes: int, path: Path, device: torch.device) -
         raise PipelineError(f"victim weights file {path} does not exist") from None
     except Exception as err:  # torch raises many types for unreadable or unsafe files
         raise PipelineError(f"victim weights file {path} cannot be loaded safely: "
-                            f"{str(err).splitlines()[0]}") from None
+                            f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise PipelineError(f"victim weights file {path} is not a state dict of tensors")
     try:

@@ -4,6 +4,11 @@ h5py is imported where it is used, so that planning (which imports the steps) st
 
 from __future__ import annotations
 
+import errno
+import gc
+import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,28 @@ _CHUNK_IMAGES = 64
 
 
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}) -> None:
-    """Write arrays (strings as UTF-8) to a new HDF5 file; image-like arrays are chunked and gzipped."""
+    """Write arrays (strings as UTF-8) to a new HDF5 file; image-like arrays are chunked and gzipped.
+    A failed write (e.g. a full disk) raises one OSError naming the file, with the errno HDF5 saw."""
+    failure = None
+    # HDF5 objects that cannot flush complain again (tracebacks on stderr) as they die: not twice
+    hooks = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook = sys.excepthook = lambda *_: None
+    try:
+        try:
+            _write_shard(path, arrays, attrs)
+        except (OSError, RuntimeError) as err:
+            found = re.search(r"errno = (\d+)", str(err))
+            code = int(found[1]) if found else errno.EIO
+            failure = OSError(code, f"cannot write HDF5 shard: {os.strerror(code)}", str(path))
+        if failure is not None:
+            gc.collect()  # the failed write's HDF5 objects die here, once its exception is gone
+    finally:
+        sys.unraisablehook, sys.excepthook = hooks
+    if failure is not None:
+        raise failure
+
+
+def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
     import h5py
 
     with h5py.File(path, "w", track_order=True) as handle:
