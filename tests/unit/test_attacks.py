@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.attacks.params import ATTACK_PARAMS
 from pipeline.attacks.registry import build_attack, jsma_targets
@@ -15,8 +16,12 @@ FAST = {"pgd": {"steps": 10}, "cw": {"steps": 30, "c": 2.0}, "ssah": {"steps": 3
         "deepfool": {"steps": 10}, "jsma": {"gamma": 0.1}}
 
 
-def _attack(name, victim, images, labels):
-    params = {**vars(ATTACK_PARAMS[name]()), **FAST.get(name, {})}
+#: L-inf budgets large enough that any victim must yield on some of 32 images (Table I's 0.008 may not flip any)
+FLIP = {"fgsm": {"eps": 0.03}, "pgd": {"eps": 0.03}}
+
+
+def _attack(name, victim, images, labels, **overrides):
+    params = {**vars(ATTACK_PARAMS[name]()), **FAST.get(name, {}), **overrides}
     attack = build_attack(name, victim, params, num_classes=4)
     torch.manual_seed(0)
     return attack(images, labels)
@@ -36,12 +41,23 @@ def test_linf_attacks_stay_in_the_ball_after_float16_storage(photo_victim, name,
     assert 0 <= float(stored.min()) and float(stored.max()) <= 1
 
 
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "bim"])
+def test_linf_attacks_raise_the_loss_of_every_image_at_table_i_budgets(photo_victim, name):
+    victim, images, labels = photo_victim
+    clean = predict(victim, images, torch.device("cpu"))[:32]
+    adv = _attack(name, victim, images[:32], clean)
+    with torch.no_grad():
+        before = F.cross_entropy(victim(images[:32]), clean, reduction="none")
+        after = F.cross_entropy(victim(adv), clean, reduction="none")
+    assert bool((after > before).all()), f"{name} lowered the loss of {int((after <= before).sum())} images"
+
+
 @pytest.mark.parametrize("name", list(ATTACK_PARAMS))
 def test_every_attack_changes_some_predictions(photo_victim, name):
     victim, images, labels = photo_victim
     clean = predict(victim, images, torch.device("cpu"))
     subset = slice(0, 4) if name in ("jsma", "deepfool") else slice(0, 32)  # per-image attacks are slow
-    adv = _attack(name, victim, images[subset], clean[subset])
+    adv = _attack(name, victim, images[subset], clean[subset], **FLIP.get(name, {}))
     assert adv.shape == images[subset].shape and bool(torch.isfinite(adv).all())
     flipped = predict(victim, adv, torch.device("cpu")) != clean[subset]
     assert float(flipped.float().mean()) > 0, f"{name} changed no prediction"
