@@ -1,5 +1,6 @@
-"""``tabulate``: Tables II-III for every metric, detection AUROC (Fig. 6) and Fig. 7, as CSV, LaTeX and
-PNG, into the artifact and ``results/<config>/`` (``pipeline tables`` rewrites them identically)."""
+"""``tabulate``: Tables II-III for every metric, detection AUROC (Fig. 6), Fig. 7 and the training curves,
+as CSV, LaTeX and PNG, into the artifact and ``results/<config>/`` (``pipeline tables`` rewrites them
+identically)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     inputs.update({f"sample:{name}": Ref("sample", name) for name in datasets})
     inputs.update({f"attack:{t.id}": Ref("attack", t.id) for t in upstream["attack"]})
     inputs.update({f"victim:{t.id}": Ref("train-victim", t.id) for t in upstream["train-victim"]})
+    inputs.update({f"trained:{t.id}": Ref(t.step, t.id) for step in ("train-cae", "train-aae")
+                   for t in upstream[step] if t.group == "main"})
     config = {"config_name": cfg["name"], "methods": ev.methods, "attacks": attacks,
               "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
               "bootstrap_seed": tables.bootstrap_seed, "figure_images": tables.figure_images,
@@ -72,6 +75,7 @@ def run(ctx, task: Task) -> None:
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
     _write_attack_summaries(ctx, out)
+    _write_training_curves(ctx, out, ["clean", *c["attacks"]])
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
     export_tree(out, results_dir(c["out_dir"], c["config_name"]))
@@ -96,10 +100,38 @@ def _write_attack_summaries(ctx, out) -> None:
     totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
 
 
+MODEL_TITLES = {"cae": "CAE (eq. 1)", "aae": "AAE, CAE frozen (eqs. 2-6)", "plain_ae": "Plain AE",
+                "paired_dae": "Paired denoising AE"}
+
+
+def _write_training_curves(ctx, out, data_order: list[str]) -> None:
+    """``training_losses.csv`` (every loss term per epoch of every main recovery model) and
+    ``fig_training.png`` (the total loss per epoch, one panel per model, one line per training data)."""
+    import pandas as pd
+
+    from pipeline import figures
+
+    frames = {}
+    for name, artifact in ctx.inputs.items():
+        if name.startswith("trained:"):
+            model = artifact.manifest["config"].get("model", "cae")
+            attack = artifact.manifest["config"].get("attack", "clean")
+            curve = pd.read_csv(artifact.file("history.csv")).drop(columns="lr")
+            frames[(list(MODEL_TITLES).index(model), data_order.index(attack))] = \
+                curve.melt(id_vars="epoch", var_name="term", value_name="loss").assign(model=model, attack=attack)
+    curves = pd.concat([frames[k] for k in sorted(frames)])[["model", "attack", "epoch", "term", "loss"]]
+    curves.to_csv(out / "training_losses.csv", index=False, float_format="%.6g")
+    totals = curves[curves["term"] == "total"]
+    panels = {MODEL_TITLES[model]: {attack: list(zip(g["epoch"], g["loss"]))
+                                    for attack, g in by_model.groupby("attack", sort=False)}
+              for model, by_model in totals.groupby("model", sort=False)}
+    figures.training_curves(panels, out / "fig_training.png")
+
+
 STEP = Step(
     name="tabulate",
-    version=1,
-    needs=("sample", "train-victim", "attack", "evaluate"),
+    version=2,
+    needs=("sample", "train-victim", "attack", "train-cae", "train-aae", "evaluate"),
     reads=("tables", "evaluate", "attack", "sample", "name"),
     resources=Resources(cpus=2, mem="8G", time="01:00:00"),
     tasks=tasks,

@@ -1,5 +1,5 @@
 """The paper's figures from measured results: Fig. 4 (λ sweeps), Fig. 5 (depths), Fig. 6 (detection),
-Fig. 7 (recovered images). PNG bytes depend only on the data (no timestamps)."""
+Fig. 7 (recovered images), and the training curves. PNG bytes depend only on the data (no timestamps)."""
 
 from __future__ import annotations
 
@@ -79,5 +79,21 @@ def depth_heatmap(cae_depths: Sequence[int], aae_depths: Sequence[int], values: 
         for j in range(len(aae_depths)):
             ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
     fig.colorbar(image, ax=ax, label=label)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path) -> None:
+    """Loss per epoch, one panel per model (title -> line label -> (epoch, loss) points), log scale."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for label, points in lines.items():
+            ax.plot([e for e, _ in points], [v for _, v in points], label=label, lw=1)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(which="both", labelsize=6)
+        ax.legend(fontsize=5)
+    axes[0][0].set_ylabel("loss per image", fontsize=7)
     fig.tight_layout()
     _save(fig, path)

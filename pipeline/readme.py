@@ -70,6 +70,17 @@ def render_attacks(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_training(results: Path) -> str:
+    """First and final total loss of every main recovery model, from ``training_losses.csv``, and the curves."""
+    totals = _read(results / "training_losses.csv").query("term == 'total'")
+    lines = ["| model | training data | epochs | first epoch | final epoch | final / first |", "|---|---|---|---|---|---|"]
+    for (model, attack), curve in totals.groupby(["model", "attack"], sort=False):
+        first, final = curve.sort_values("epoch")["loss"].iloc[[0, -1]]
+        lines.append(f"| {model} | {ATTACK_NAMES.get(attack, attack)} | {len(curve)} | {first:.1f} | {final:.1f} | "
+                     f"{final / first:.2f} |")
+    return "\n".join(lines) + f"\n\n![training curves]({results}/fig_training.png)"
+
+
 def render_file(path: Path) -> str:
     if not path.is_file():
         raise PipelineError(f"{path} does not exist yet")
@@ -79,6 +90,7 @@ def render_file(path: Path) -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": lambda: render_results(Path("results/demo")),
     "demo-attacks": lambda: render_attacks(Path("results/demo")),
+    "demo-training": lambda: render_training(Path("results/demo")),
     "bench": lambda: render_file(Path("results/bench.md")),
     "faults": lambda: render_file(Path("results/reliability.md")),
 }

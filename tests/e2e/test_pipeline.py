@@ -58,7 +58,7 @@ def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
     assert header[1] == "# config: smoke" and header[2].startswith("# commit(s): ")
     tex = (smoke["results"] / "table_ii_seen_recovery_accuracy.tex").read_text()
     assert "Identity (no defence)" in tex and "Reported in the paper" in tex and r"\toprule" in tex
-    for figure in ("fig6_detection.png", "fig7_recovery.png"):
+    for figure in ("fig6_detection.png", "fig7_recovery.png", "fig_training.png"):
         assert (smoke["results"] / figure).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -86,6 +86,11 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
     cae = next((smoke["root"] / "train-cae").glob("*/MANIFEST.json"))
     summary = json.loads(cae.read_text())["summary"]
     assert summary["final_total"] < summary["first_total"]
+    exported = [r for r in _rows(smoke["results"] / "training_losses.csv") if r["model"] == "cae" and r["term"] == "total"]
+    assert [float(r["loss"]) for r in exported] == pytest.approx(
+        [float(r["total"]) for r in _rows(cae.parent / "history.csv")], rel=1e-5)
+    models = {(r["model"], r["attack"]) for r in _rows(smoke["results"] / "training_losses.csv")}
+    assert ("aae", "fgsm") in models and ("plain_ae", "jsma") in models
 
 
 def test_status_and_verify(smoke):
