@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 THROUGHPUT_TARGET = 0.95
 LATENCY_TARGET_S = 2.0
 TRAIN_MIN_IMAGES = 2048  # images per timed training run (whole epochs, at least one)
-ATTACK_IMAGES = {"jsma": 2, "cw": 8}  # images per attacked shard; others: ATTACK_DEFAULT_IMAGES
+ATTACK_IMAGES = {"fgsm": 250, "bim": 250, "pgd": 64, "jsma": 2, "cw": 8}  # per attacked shard (at most
+# the config's shard); the cheap attacks get more, so per-task costs weigh as in a real shard
 ATTACK_DEFAULT_IMAGES = 16
 MEMORY_BUILD_LIMIT = 25  # memory/<step> builds at most this many missing upstream tasks
 GROUPS = ("train", "attack", "hdf5-read", "latency", "memory")
@@ -352,12 +353,10 @@ class AttackCase:
     config: Config
     victim: nn.Module
     clean: Tensor
-    labels: Tensor
 
 
 def attack_case(bench: Bench, name: str) -> AttackCase:
     from jobs._io import load_role_victim, split_shards
-    from pipeline.victims import predict
 
     config = load_config(bench.config_name, bench.overrides + attack_overrides(bench.config))
     role = ATTACKED_ROLES[0]
@@ -367,7 +366,7 @@ def attack_case(bench: Bench, name: str) -> AttackCase:
     victim = load_role_victim(SimpleNamespace(input=inputs.__getitem__), c["victim"], bench.device)
     images = split_shards(inputs["clean"], role).read(c["start"], c["stop"], ["images"])["images"]
     clean = torch.from_numpy(images).float() / 255
-    return AttackCase(name, planned, config, victim, clean, predict(victim, clean, bench.device))
+    return AttackCase(name, planned, config, victim, clean)
 
 
 def attack_step(bench: Bench, case: AttackCase) -> float:
@@ -378,25 +377,29 @@ def attack_step(bench: Bench, case: AttackCase) -> float:
 
 
 def attack_direct(bench: Bench, case: AttackCase) -> float:
-    """Seconds of the registry's attack object called batch by batch on in-memory tensors."""
+    """Seconds of a plain loop doing the task's compute on in-memory tensors: per batch, the victim's
+    labels, the registry's attack, the victim's prediction on the result."""
     from pipeline.attacks.registry import build_attack
     from pipeline.device import derived_seed
 
-    c, device = case.planned.task.config, bench.device
-    attack = build_attack(case.name, case.victim, c["params"], case.victim.head.out_features)
+    c, device, victim = case.planned.task.config, bench.device, case.victim
+    attack = build_attack(case.name, victim, c["params"], victim.head.out_features)
     start = time.perf_counter()
     for lo in range(0, len(case.clean), c["batch_size"]):
+        x = case.clean[lo:lo + c["batch_size"]].to(device)
+        with torch.no_grad():
+            labels = victim(x).argmax(1)
         torch.manual_seed(derived_seed(c["seed"], c["role"], c["attack"], c["start"] + lo))
-        hi = lo + c["batch_size"]
-        attack(case.clean[lo:hi].to(device), case.labels[lo:hi].to(device))
+        adv = attack(x, labels)
+        with torch.no_grad():
+            victim(adv).argmax(1)
     return time.perf_counter() - start
 
 
 def attack_parts(bench: Bench, case: AttackCase, into: dict[str, list[float]]) -> None:
-    """Time, one by one, the step's work besides the attack (on the shard it just wrote)."""
+    """Time, one by one, the step's work besides the attack and predictions (on the shard it just wrote)."""
     from jobs._io import load_role_victim, split_shards
     from pipeline.data.shards import read_shard, write_shard
-    from pipeline.victims import predict
 
     planned, c, store = case.planned, case.planned.task.config, bench.store
     with timed(into, "verify inputs"):
@@ -406,10 +409,6 @@ def attack_parts(bench: Bench, case: AttackCase, into: dict[str, list[float]]) -
     with timed(into, "read shard"):
         split_shards(inputs["clean"], c["role"]).read(c["start"], c["stop"], ["images", "labels"])
     written = read_shard(store.open("attack", planned.key).file("adv.h5"))
-    adv = torch.from_numpy(written["images"]).float()
-    with timed(into, "3 predictions"):
-        for images in (case.clean, adv, adv):  # clean, as attacked, as stored
-            predict(case.victim, images, bench.device)
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         aside = Store(Path(tmp))
         with aside.staging("attack", planned.key) as staging:
@@ -423,7 +422,7 @@ def attack_note(images: int, step_s: float, direct_s: float, parts: dict[str, li
     """Where the step's time goes, in ms (medians)."""
     medians = {name: statistics.median(v) for name, v in parts.items()}
     other = step_s - direct_s - sum(medians.values())
-    pieces = [f"attack {direct_s * 1e3:.0f}", *(f"{n} {s * 1e3:.0f}" for n, s in medians.items()),
+    pieces = [f"attack and predictions {direct_s * 1e3:.0f}", *(f"{n} {s * 1e3:.0f}" for n, s in medians.items()),
               f"other {other * 1e3:.0f}"]
     return f"{images} img; step {step_s * 1e3:.0f} ms = " + ", ".join(pieces)
 
@@ -572,24 +571,23 @@ def mebibytes(slurm_mem: str) -> float:
 
 
 def run_task(argv: Sequence[str]) -> None:
-    """Child of memory/<step>: run one task, forced, as ``pipeline run STEP --force STEP`` would.
-    ``argv``: config, artifact root, step, task id, ``--set`` overrides."""
+    """Child of memory/<step>: run one task, forced, as ``pipeline run STEP --force STEP`` would, then
+    print this process's peak resident memory (``VmHWM``, KiB). ``argv``: config, artifact root, step,
+    task id, ``--set`` overrides."""
     config_name, root, step, task_id, *overrides = argv
     config = load_config(config_name, overrides)
     store = Store(Path(root))
     execute(full_plan(config, store, force=[step]).find(step, task_id), store, config)
+    print(re.search(r"^VmHWM:\s*(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
 def peak_rss_mib(argv: Sequence[str], cwd: Path) -> float:
-    """Peak resident memory of a child process, in MiB; it must succeed."""
-    with tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            err.seek(0)
-            raise PipelineError(f"memory child failed: {err.read().decode()[-800:]}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    """Peak resident memory of a child process that prints its own ``VmHWM`` last, in MiB; it must
+    succeed. (``wait4``'s ``ru_maxrss`` would not do: it counts the parent's memory at fork time.)"""
+    child = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    if child.returncode != 0:
+        raise PipelineError(f"memory child failed: {child.stderr[-800:]}")
+    return int(child.stdout.split()[-1]) / 1024
 
 
 def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:

@@ -112,3 +112,17 @@ def test_only_missing_attack_shards_are_recomputed(smoke, tmp_path):
     result = _pipeline(smoke["cwd"], root, "run", "attack", "--config", "smoke")
     assert result.stdout.count("attack[") == 1 and "attack[aae_train/pgd/000016]" in result.stdout
     assert json.loads((victim / "MANIFEST.json").read_text())["files"] == before  # same bytes again
+
+
+def test_bench_measures_each_side_and_each_step_in_its_own_process(smoke, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(smoke["root"], root)
+    _pipeline(smoke["cwd"], root, "bench", "--config", "smoke", "--repeat", "1", "--json", str(tmp_path / "b.json"),
+              "--only", "attack/fgsm", "--only", "memory/sample", "--only", "memory/train-cae")
+    rows = {r["benchmark"]: r for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert set(rows) == {"attack/fgsm", "memory/sample", "memory/train-cae"}
+    assert rows["attack/fgsm"]["ours"] > 0 and rows["attack/fgsm"]["reference"] > 0
+    peaks = [rows[f"memory/{step}"]["ours"] for step in ("sample", "train-cae")]
+    assert all(100 < peak < 4096 for peak in peaks)  # MiB: a real process, under the declared limits
