@@ -136,9 +136,8 @@ def train_classifier(model: Victim, images: Tensor, labels: Tensor, epochs: int,
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
-    """Class predictions for float images in [0, 1] (or uint8), on the CPU; no autograd graph."""
+    """Class predictions for float images in [0, 1] (or uint8), on the CPU."""
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
