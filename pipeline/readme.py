@@ -73,7 +73,8 @@ def render_attacks(results: Path) -> str:
 def render_training(results: Path) -> str:
     """First and final total loss of every main recovery model, from ``training_losses.csv``, and the curves."""
     totals = _read(results / "training_losses.csv").query("term == 'total'")
-    lines = ["| model | training data | epochs | first epoch | final epoch | final / first |", "|---|---|---|---|---|---|"]
+    lines = ["| model | training data | epochs | first epoch | final epoch | final / first |",
+             "|---|---|---|---|---|---|"]
     for (model, attack), curve in totals.groupby(["model", "attack"], sort=False):
         first, final = curve.sort_values("epoch")["loss"].iloc[[0, -1]]
         lines.append(f"| {model} | {ATTACK_NAMES.get(attack, attack)} | {len(curve)} | {first:.1f} | {final:.1f} | "
