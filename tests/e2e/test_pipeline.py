@@ -126,3 +126,19 @@ def test_bench_measures_each_side_and_each_step_in_its_own_process(smoke, tmp_pa
     assert rows["attack/fgsm"]["ours"] > 0 and rows["attack/fgsm"]["reference"] > 0
     peaks = [rows[f"memory/{step}"]["ours"] for step in ("sample", "train-cae")]
     assert all(100 < peak < 4096 for peak in peaks)  # MiB: a real process, under the declared limits
+
+
+def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(smoke["root"], root)
+    _pipeline(tmp_path, root, "run", "ablations", "--config", "smoke")
+    out = tmp_path / "results" / "smoke" / "ablations"
+    lambdas = _rows(out / "fig4_lambdas.csv")  # smoke: lambdas [1e-3, 1e-1], depths CAE [2, 3] x AAE [3, 4]
+    assert [float(r["lambda"]) for r in lambdas] == [1e-3, 1e-1] and set(lambdas[0]) == {"lambda", "λ1", "λ2"}
+    depths = _rows(out / "fig5_depths.csv")
+    assert [r["N_CAE"] for r in depths] == ["2", "3"] and set(depths[0]) == {"N_CAE", "3", "4"}
+    assert all(0 <= float(v) <= 100 for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE"))
+    for figure in ("fig4_lambdas.png", "fig5_depths.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
