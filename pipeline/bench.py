@@ -521,20 +521,13 @@ def latency_row(name: str, seconds: list[float], note: str) -> Result:
     return Result(name, median, None, "s", None, f"< {LATENCY_TARGET_S:g} s", median < LATENCY_TARGET_S, note)
 
 
-def command_exists(name: str) -> bool:
-    return subprocess.run([*cli_command(), name, "--help"], capture_output=True, cwd=REPO).returncode == 0
-
-
 def latency_dry_run(bench: Bench) -> Result:
-    name = "latency/dry-run"
-    if not command_exists("submit"):
-        return skipped_row(name, "`pipeline submit` not available in this CLI yet")
     argv = ["submit", "all", "--dry-run", "--config", "paper", "--profile", str(REPO / "slurm" / "v100.yaml")]
     seconds = []
     for rep in range(bench.repeat):
         root = bench.scratch / f"dry-run-{rep}"
         seconds.append(wall_seconds([*cli_command(), "--artifacts", str(root), *argv]))
-    return latency_row(name, seconds, "paper config, empty artifact root (every task pending), subprocess")
+    return latency_row("latency/dry-run", seconds, "paper config, empty artifact root (every task pending), subprocess")
 
 
 def fabricate_complete(root: Path, config: Config) -> int:

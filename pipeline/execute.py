@@ -23,6 +23,7 @@ from pipeline.dag import Planned
 from pipeline.errors import PipelineError
 from pipeline.store import Artifact, Store
 
+
 @dataclass
 class Context:
     """What a step's ``run`` gets: its inputs, a directory to write into, and runtime settings."""
