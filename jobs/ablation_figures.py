@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs._io import export_tree, results_dir
+from jobs.artifacts import export_tree, results_dir
 from pipeline.dag import Ref, Resources, Step, Task
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
-    inputs = {f"eval:{t.id}": Ref("evaluate", t.id) for t in upstream["evaluate"]
-              if t.config["variant"] != "main" and t.config["method"] == "ours"}
+    inputs = {f"eval:{t.id}": Ref("evaluate", t.id) for t in upstream["evaluate"] if t.group == "ablations"}
     sweep = cfg["ablation"]
     config = {"config_name": cfg["name"], "lambdas": sweep.lambdas, "cae_depths": sweep.cae_depths,
               "aae_depths": sweep.aae_depths, "out_dir": cfg["tables"].out_dir}

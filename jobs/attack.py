@@ -10,19 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from jobs._io import load_role_victim, split_shards, victim_task_parts
-from pipeline.config import ATTACKED_ROLES, AttackConfig, AttackLimits
+from jobs.artifacts import ADVERSARIAL, attack_task_id, load_victim, shard_ranges, split_shards, victim_task_parts
+from pipeline.config import ATTACKED_ROLES, AttackConfig
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.data.shards import write_shard
 from pipeline.errors import PipelineError
-
-
-def shard_ranges(count: int, attack: str, cfg: AttackConfig) -> list[tuple[int, int]]:
-    """The ``[start, stop)`` rows of a role attacked by one attack, shard by shard."""
-    limits = cfg.limits.get(attack, AttackLimits())
-    total = min(count, limits.max_images or count)
-    size = limits.shard_size or cfg.shard_size
-    return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -37,7 +29,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
                           "start": start, "stop": stop, "batch_size": attack_cfg.batch_size,
                           "seed": attack_cfg.seed, "labels": attack_cfg.labels,
                           "storage_dtype": attack_cfg.storage_dtype, **victim_config}
-                out.append(Task("attack", f"{role}/{name}/{start:06d}", config,
+                out.append(Task("attack", attack_task_id(role, name, start), config,
                                 {"clean": Ref("sample", role_cfg.dataset), **victim_inputs}))
     return out
 
@@ -45,13 +37,13 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
 def run(ctx, task: Task) -> None:
     import torch
 
-    from pipeline.attacks.registry import build_attack
+    from pipeline.attacks.catalog import build_attack
     from pipeline.device import derived_seed, select_device
     from pipeline.victims import predict
 
     c = task.config
     device = select_device(ctx.config.runtime)
-    victim = load_role_victim(ctx, c["victim"], device)
+    victim = load_victim(ctx.inputs, c["victim"], device)
     rows = split_shards(ctx.input("clean"), c["role"]).read(c["start"], c["stop"], ["images", "labels"])
     clean = torch.from_numpy(rows["images"]).float() / 255
     true_labels = torch.from_numpy(rows["labels"])
@@ -59,7 +51,7 @@ def run(ctx, task: Task) -> None:
     if c["labels"] == "true" and bool((true_labels < 0).any()):
         raise PipelineError(f"attack.labels is 'true' but role {c['role']} has no labels")
     labels = clean_pred if c["labels"] == "victim" else true_labels
-    attack = build_attack(c["attack"], victim, c["params"], victim.head.out_features)
+    attack = build_attack(c["attack"], victim, c["params"])
     dtype = getattr(torch, c["storage_dtype"])
     stored, raw_pred = [], []
     started = time.perf_counter()
@@ -79,7 +71,7 @@ def run(ctx, task: Task) -> None:
     raw_pred = raw_pred or [adv_pred]
     delta = (adv_images.float() - clean).flatten(1)
     success, success_raw = adv_pred != labels, torch.cat(raw_pred) != labels
-    write_shard(ctx.out / "adv.h5", {
+    write_shard(ctx.out / ADVERSARIAL, {
         "images": adv_images.numpy(),
         "rows": np.arange(c["start"], c["stop"], dtype=np.int64),
         "attack_labels": labels.numpy(),

@@ -5,49 +5,25 @@ label accuracy, the pixel recovery rate at tolerance τ, PSNR and SSIM against t
 and the reconstruction error used as an attack-detection score (``per_image.csv``), plus the first
 few images for figures (``examples.h5``).
 
-Trained methods are evaluated with the model of attack a on a (Table II, seen), on the attack b
-whose seeded random partner is a (Table III, unseen), and on clean images (the Clean column and
-the detection negatives).
+Methods trained per attack (``MethodSpec.training``) are evaluated with the model of attack a on a
+(Table II, seen), on the attack b whose seeded random partner is a (Table III, unseen), and on
+clean images (the Clean column and the detection negatives).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from jobs._io import load_role_victim, split_shards, victim_task_parts
-from jobs._training import load_model
-from jobs._variants import aae_task_id, cae_task_id, variants
-from jobs.train_aae import adversarial_refs
+from jobs.artifacts import CLEAN, EXAMPLES, PER_IMAGE, adversarial_refs, cae_task_id, eval_task_id, load_model, \
+    load_victim, read_adversarial, split_shards, train_task_id, unseen_pairs, victim_task_parts
+from jobs.variants import Variant, variants
 from pipeline.dag import Ref, Resources, Step, Task
-from pipeline.data.shards import read_shard, write_shard
-from pipeline.methods import METHODS
-
-CLEAN = "clean"
-
-
-def unseen_pairs(attacks: Sequence[str], seed: int) -> dict[str, str]:
-    """For each test attack, the training attack of the unseen protocol: a seeded random other one."""
-    rng = np.random.default_rng(seed)
-    pairs = {}
-    for test in attacks:
-        others = [a for a in attacks if a != test]
-        pairs[test] = others[int(rng.integers(len(others)))] if others else test
-    return pairs
-
-
-def _model_refs(method: str, train: str | None, variant, main) -> dict[str, Ref]:
-    spec = METHODS[method]
-    refs = {}
-    if "cae" in spec.models:
-        refs["cae"] = Ref("train-cae", cae_task_id(variant, main))
-    if "aae" in spec.models:
-        refs["aae"] = Ref("train-aae", aae_task_id(spec.trained_as, train, variant))
-    if "model" in spec.models:
-        refs["model"] = Ref("train-aae", aae_task_id(spec.trained_as, train, variant))
-    return refs
+from pipeline.data.shards import write_shard
+from pipeline.methods import METHODS, MethodSpec
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -59,29 +35,33 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     main = all_variants[0]
     shards = adversarial_refs(upstream["attack"])
 
-    def task(method: str, train: str | None, test: str, variant) -> Task:
-        spec = METHODS[method]
-        inputs = {"clean": Ref("sample", dataset), **victim_inputs, **_model_refs(method, train, variant, main)}
+    def task(spec: MethodSpec, train: str | None, test: str, variant: Variant) -> Task:
+        inputs = {"clean": Ref("sample", dataset), **victim_inputs}
+        if spec.uses_cae:
+            inputs["cae"] = Ref("train-cae", cae_task_id(variant, main))
+        if spec.training:
+            inputs["model"] = Ref("train-aae", train_task_id(spec.name, train, variant.name))
         if test != CLEAN:
             inputs.update(shards[("test", test)])
-        config = {"method": method, "train_attack": train, "test": test, "variant": variant.name,
-                  "tolerance": ev.tolerance, "batch_size": ev.batch_size, "keep_images": ev.keep_images,
-                  **{p: getattr(ev, p) for p in spec.params}, **victim_config}
-        suffix = "" if variant is main else f"/{variant.name}"
-        return Task("evaluate", f"{method}/{train or '-'}/{test}{suffix}", config, inputs,
+        params = getattr(ev.params, spec.name, None)
+        config = {"method": spec.name, "train_attack": train, "test": test, "variant": variant.name,
+                  "params": asdict(params) if params is not None else None, "tolerance": ev.tolerance,
+                  "batch_size": ev.batch_size, "keep_images": ev.keep_images, **victim_config}
+        return Task("evaluate", eval_task_id(spec.name, train, test, variant.name), config, inputs,
                     group="main" if variant is main else "ablations")
 
     out = []
-    for method in ev.methods:
-        if METHODS[method].per_attack:
+    for spec in (METHODS[m] for m in ev.methods):
+        if spec.per_attack:
             for train in attacks:
                 tests = [CLEAN, train] + [b for b in attacks if pairs[b] == train and b != train]
-                out += [task(method, train, test, main) for test in tests]
+                out += [task(spec, train, test, main) for test in tests]
         else:
-            out += [task(method, None, test, main) for test in [CLEAN, *attacks]]
+            out += [task(spec, None, test, main) for test in [CLEAN, *attacks]]
     ablation_attacks = [a for a in cfg["ablation"].attacks if a in attacks]
-    for variant in all_variants[1:]:
-        out += [task("ours", a, a, variant) for a in ablation_attacks]
+    for spec in (METHODS[m] for m in ev.methods if METHODS[m].variants):
+        for variant in all_variants[1:]:
+            out += [task(spec, a, a, variant) for a in ablation_attacks]
     return out
 
 
@@ -92,11 +72,11 @@ def _test_images(ctx, test: str) -> dict[str, np.ndarray]:
         rows = clean_split.read(0, len(clean_split), ["images", "labels"])
         images = rows["images"].astype(np.float32) / 255
         return {"inputs": images, "clean": images, "rows": np.arange(len(images)), "labels": rows["labels"]}
-    shards = [read_shard(a.file("adv.h5"), ["images", "rows"]) for a in ctx.inputs_named("adv-")]
-    row_index = np.concatenate([s["rows"] for s in shards])
+    adversarial = read_adversarial(ctx.inputs)
+    row_index = adversarial["rows"]
     lo, hi = int(row_index.min()), int(row_index.max()) + 1
     original = clean_split.read(lo, hi, ["images", "labels"])
-    return {"inputs": np.concatenate([s["images"] for s in shards]).astype(np.float32),
+    return {"inputs": adversarial["images"].astype(np.float32),
             "clean": original["images"][row_index - lo].astype(np.float32) / 255,
             "rows": row_index, "labels": original["labels"][row_index - lo]}
 
@@ -107,14 +87,14 @@ def run(ctx, task: Task) -> None:
 
     from pipeline import metrics
     from pipeline.device import select_device
-    from pipeline.recovery import RECOVERERS
     from pipeline.victims import predict
 
     c = task.config
+    spec = METHODS[c["method"]]
     device = select_device(ctx.config.runtime)
-    victim = load_role_victim(ctx, c["victim"], device)
-    models = {name: load_model(ctx.input(name), device) for name in METHODS[c["method"]].models}
-    recover = RECOVERERS[c["method"]](models, c)
+    victim = load_victim(ctx.inputs, c["victim"], device)
+    models = {name: load_model(ctx.input(name), device) for name in ("cae", "model") if name in ctx.inputs}
+    recover = spec.recover(models, spec.params(**c["params"]) if spec.params else None)
     data = _test_images(ctx, c["test"])
     inputs, clean = torch.from_numpy(data["inputs"]), torch.from_numpy(data["clean"])
     with torch.no_grad():
@@ -132,17 +112,17 @@ def run(ctx, task: Task) -> None:
         "ssim": metrics.ssim(recovered, clean),
         "detection_score": metrics.reconstruction_error(recovered, inputs),
     })
-    table.to_csv(ctx.out / "per_image.csv", index=False, float_format="%.6g")
+    table.to_csv(ctx.out / PER_IMAGE, index=False, float_format="%.6g")
     keep = slice(0, c["keep_images"])
-    write_shard(ctx.out / "examples.h5", {"rows": data["rows"][keep], "clean": clean[keep].numpy(),
-                                          "inputs": inputs[keep].numpy(), "recovered": recovered[keep].numpy()})
+    write_shard(ctx.out / EXAMPLES, {"rows": data["rows"][keep], "clean": clean[keep].numpy(),
+                                     "inputs": inputs[keep].numpy(), "recovered": recovered[keep].numpy()})
     ctx.summary.update({"n": len(table), **{k: float(table[k].mean()) for k in (
         "recovery_accuracy", "label_accuracy", "pixel_rate", "psnr", "ssim")}})
 
 
 STEP = Step(
     name="evaluate",
-    version=1,
+    version=2,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae"),
     reads=("evaluate", "attack", "victim", "sample", "cae", "aae", "ablation"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="02:00:00"),

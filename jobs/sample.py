@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.artifacts import SAMPLE_INDEX, SAMPLE_MANIFEST, victim_split
 from pipeline.config import ATTACKED_ROLES, ROLES, SampleConfig
 from pipeline.dag import Resources, Step, Task
 from pipeline.data.sampling import choose, file_checksums, from_manifest, make_manifest, read_manifest
@@ -19,11 +20,6 @@ from pipeline.data.sources import SOURCES, Item, Listing
 from pipeline.errors import PipelineError
 from pipeline.schema import suggest
 from pipeline.store import sha256_file
-
-
-def victim_split(role: str) -> str:
-    """Name of the split a role's victim is trained on."""
-    return f"{role}_victim"
 
 
 def splits_of(sample: SampleConfig, dataset: str) -> list[tuple[str, int]]:
@@ -82,8 +78,8 @@ def run(ctx, task: Task) -> None:
     for split, items in chosen.items():
         index[split] = {"count": len(items), "shards": _write_split(ctx.out, split, source, root, items, c)}
     manifest = make_manifest(c["dataset"], c["source"], c["seed"], classes, chosen, checksums)
-    (ctx.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    (ctx.out / "index.json").write_text(json.dumps({"classes": classes, "splits": index}, indent=1))
+    (ctx.out / SAMPLE_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    (ctx.out / SAMPLE_INDEX).write_text(json.dumps({"classes": classes, "splits": index}, indent=1))
     _export(manifest, Path(ctx.config.sample.manifest_dir) / f"{c['dataset']}.json")
     ctx.summary.update({"splits": {s: v["count"] for s, v in index.items()},
                         "classes": len(classes) if classes else 0})

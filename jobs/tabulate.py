@@ -8,11 +8,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs._io import export_tree, results_dir
-from jobs.evaluate import unseen_pairs
+from jobs.artifacts import EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, results_dir, \
+    unseen_pairs
+from pipeline.attacks.catalog import ATTACKS
 from pipeline.config import ROLES
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.methods import METHODS
+
+CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -24,7 +27,11 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     inputs.update({f"victim:{t.id}": Ref("train-victim", t.id) for t in upstream["train-victim"]})
     inputs.update({f"trained:{t.id}": Ref(t.step, t.id) for step in ("train-cae", "train-aae")
                    for t in upstream[step] if t.group == "main"})
-    config = {"config_name": cfg["name"], "methods": ev.methods, "attacks": attacks,
+    specs = [METHODS[m] for m in ev.methods]
+    config = {"config_name": cfg["name"], "attacks": {a: ATTACKS[a].title for a in attacks},
+              "rows": [{"id": s.name, "title": s.title, "per_attack": s.per_attack} for s in specs],
+              "figure": [s.name for s in specs if s.figure],
+              "models": {"cae": CAE_TITLE, **{s.name: s.title for s in specs if s.training}},
               "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
               "bootstrap_seed": tables.bootstrap_seed, "figure_images": tables.figure_images,
               "out_dir": tables.out_dir}
@@ -35,18 +42,17 @@ def load_evaluations(ctx, c: dict):
     """Per-image frames of every evaluation input, with the provenance of the run."""
     import pandas as pd
 
-    from pipeline.tables import Evaluations
+    from pipeline.tables import Evaluations, Row
 
     frames, commits = {}, set()
     for name, artifact in ctx.inputs.items():
         if name.startswith("eval:"):
             t = artifact.manifest["config"]
-            frames[(t["method"], t["train_attack"], t["test"])] = pd.read_csv(artifact.file("per_image.csv"))
+            frames[(t["method"], t["train_attack"], t["test"])] = pd.read_csv(artifact.file(PER_IMAGE))
             commits.add(str(artifact.manifest["code"]["git_commit"]))
-    manifests = {name.split(":", 1)[1]: a.manifest["files"]["manifest.json"]["sha256"]
-                 for name, a in ctx.inputs.items() if name.startswith("sample:")}
-    return Evaluations(frames, c["methods"], c["attacks"], c["unseen"],
-                       {m for m in c["methods"] if METHODS[m].per_attack},
+    manifests = {name.split(":", 1)[1]: manifest_sha256(a) for name, a in ctx.inputs.items()
+                 if name.startswith("sample:")}
+    return Evaluations(frames, [Row(**r) for r in c["rows"]], c["attacks"], c["unseen"],
                        {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests})
 
 
@@ -55,27 +61,27 @@ def run(ctx, task: Task) -> None:
 
     from pipeline import figures
     from pipeline.data.shards import read_shard
-    from pipeline.tables import METHOD_NAMES, detection_table, write_tables
+    from pipeline.tables import detection_table, write_tables
 
     c = task.config
     ev = load_evaluations(ctx, c)
     out = ctx.out / "results"
     write_tables(ev, out, c["bootstrap"], c["bootstrap_seed"])
     seen, unseen = detection_table(ev, "seen"), detection_table(ev, "unseen")
-    figures.detection_bars([METHOD_NAMES[m] for m in ev.methods], seen["avg"], unseen["avg"],
-                           out / "fig6_detection.png")
-    shown = [m for m in ("plain_ae", "ours") if m in ev.methods]
+    figures.detection_bars([row.title for row in ev.rows], seen["avg"], unseen["avg"], out / "fig6_detection.png")
+    titles = {row.id: row.title.split(" (")[0] for row in ev.rows}
     rows = []
-    for attack in ev.attacks if shown else []:
-        examples = {m: read_shard(ctx.input(f"eval:{m}/{attack}/{attack}").file("examples.h5")) for m in shown}
-        first = examples[shown[0]]
+    for attack in ev.attacks if c["figure"] else []:
+        examples = {m: read_shard(ctx.input(f"eval:{eval_task_id(m, attack, attack, 'main')}").file(EXAMPLES))
+                    for m in c["figure"]}
+        first = examples[c["figure"][0]]
         for i in range(min(c["figure_images"], len(first["rows"]))):
             images = {"clean": first["clean"][i], "attacked": first["inputs"][i],
-                      **{METHOD_NAMES[m].split(" (")[0]: examples[m]["recovered"][i] for m in examples}}
+                      **{titles[m]: examples[m]["recovered"][i] for m in examples}}
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
     _write_attack_summaries(ctx, out)
-    _write_training_curves(ctx, out, ["clean", *c["attacks"]])
+    _write_training_curves(ctx, out, c["models"], ["clean", *c["attacks"]])
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
     export_tree(out, results_dir(c["out_dir"], c["config_name"]))
@@ -100,13 +106,10 @@ def _write_attack_summaries(ctx, out) -> None:
     totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
 
 
-MODEL_TITLES = {"cae": "CAE (eq. 1)", "aae": "AAE, CAE frozen (eqs. 2-6)", "plain_ae": "Plain AE",
-                "paired_dae": "Paired denoising AE"}
-
-
-def _write_training_curves(ctx, out, data_order: list[str]) -> None:
+def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list[str]) -> None:
     """``training_losses.csv`` (every loss term per epoch of every main recovery model) and
-    ``fig_training.png`` (the total loss per epoch, one panel per model, one line per training data)."""
+    ``fig_training.png`` (the total loss per epoch, one panel per model, one line per training data);
+    ``models`` maps each model (``cae``, or a trained method) to its title, in panel order."""
     import pandas as pd
 
     from pipeline import figures
@@ -114,15 +117,15 @@ def _write_training_curves(ctx, out, data_order: list[str]) -> None:
     frames = {}
     for name, artifact in ctx.inputs.items():
         if name.startswith("trained:"):
-            model = artifact.manifest["config"].get("model", "cae")
+            model = artifact.manifest["config"].get("method", "cae")
             attack = artifact.manifest["config"].get("attack", "clean")
-            curve = pd.read_csv(artifact.file("history.csv")).drop(columns="lr")
-            frames[(list(MODEL_TITLES).index(model), data_order.index(attack))] = \
+            curve = pd.read_csv(artifact.file(HISTORY)).drop(columns="lr")
+            frames[(list(models).index(model), data_order.index(attack))] = \
                 curve.melt(id_vars="epoch", var_name="term", value_name="loss").assign(model=model, attack=attack)
     curves = pd.concat([frames[k] for k in sorted(frames)])[["model", "attack", "epoch", "term", "loss"]]
     curves.to_csv(out / "training_losses.csv", index=False, float_format="%.6g")
     totals = curves[curves["term"] == "total"]
-    panels = {MODEL_TITLES[model]: {attack: list(zip(g["epoch"], g["loss"]))
+    panels = {models[model]: {attack: list(zip(g["epoch"], g["loss"]))
                                     for attack, g in by_model.groupby("attack", sort=False)}
               for model, by_model in totals.groupby("model", sort=False)}
     figures.training_curves(panels, out / "fig_training.png")
@@ -130,7 +133,7 @@ def _write_training_curves(ctx, out, data_order: list[str]) -> None:
 
 STEP = Step(
     name="tabulate",
-    version=2,
+    version=3,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae", "evaluate"),
     reads=("tables", "evaluate", "attack", "sample", "name"),
     resources=Resources(cpus=2, mem="8G", time="01:00:00"),

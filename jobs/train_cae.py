@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs._io import split_shards
-from jobs._training import image_shape, train_and_save
-from jobs._variants import cae_task_id, variants
+from jobs._training import train_and_save
+from jobs.artifacts import cae_task_id, image_shape, read_split
+from jobs.variants import variants
 from pipeline.dag import Ref, Resources, Step, Task
 
 
@@ -26,9 +26,8 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
 
 
 def run(ctx, task: Task) -> None:
-    split = split_shards(ctx.input("data"), "cae_train")
-    images = split.read(0, len(split), ["images"])["images"]
-    train_and_save(ctx, "cae", task.config["cae"], tuple(task.config["image_shape"]), {"x": images})
+    images = read_split(ctx.input("data"), "cae_train")["images"]
+    train_and_save(ctx, "vae", task.config["cae"], tuple(task.config["image_shape"]), {"x": images})
 
 
 STEP = Step(

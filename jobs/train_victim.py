@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from jobs._io import classes, split_shards
-from jobs.sample import victim_split
+from jobs.artifacts import VICTIM_META, VICTIM_WEIGHTS, classes, split_shards, victim_split
 from pipeline.config import ATTACKED_ROLES
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.errors import PipelineError
@@ -56,9 +55,9 @@ def run(ctx, task: Task) -> None:
                                    torch.from_numpy(attacked["labels"]), device),
     }
     counts = torch.bincount(labels[val], minlength=num_classes).float()
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, ctx.out / "victim.pt")
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, ctx.out / VICTIM_WEIGHTS)
     meta = {"arch": c["arch"], "num_classes": num_classes, "classes": names, "history": history, **accuracy}
-    (ctx.out / "victim.json").write_text(json.dumps(meta, indent=1))
+    (ctx.out / VICTIM_META).write_text(json.dumps(meta, indent=1))
     ctx.summary.update({**accuracy, "chance": 1 / num_classes,
                         "majority": float(counts.max() / counts.sum()) if n_val else None,
                         "train_accuracy": history[-1]["train_accuracy"], "n_train": len(train), "n_val": n_val})

@@ -6,14 +6,14 @@ import sys
 
 import click
 
-from pipeline.cli_common import Session, fail_cleanly, config_options
-from pipeline.cli_bench import register as register_bench_command
+from pipeline.cli_common import ARTIFACTS_HELP, Session, accept_group_options, config_options, fail_cleanly
 from pipeline.cli_slurm import register as register_slurm_commands
 from pipeline.errors import PipelineError
+from pipeline.tools.cli_bench import register as register_bench_command
 
 
 @click.group()
-@click.option("--artifacts", metavar="DIR", help="Artifact root (default: $PIPELINE_ARTIFACTS or ./artifacts).")
+@click.option("--artifacts", metavar="DIR", help=ARTIFACTS_HELP)
 @click.version_option(package_name="advrecover")
 @click.pass_context
 def main(ctx: click.Context, artifacts: str | None) -> None:
@@ -139,7 +139,7 @@ def readme(blocks: tuple[str, ...], readme: str) -> None:
     """Re-render README blocks (demo, demo-attacks, demo-training, bench, faults) from the files in results/."""
     from pathlib import Path
 
-    from pipeline.readme import refresh
+    from pipeline.tools.readme import refresh
 
     done = refresh(Path(readme), list(blocks) or None)
     click.echo(f"refreshed: {', '.join(done) or 'nothing'}")
@@ -175,6 +175,7 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
 
 register_slurm_commands(main)
 register_bench_command(main)
+accept_group_options(main)
 
 if __name__ == "__main__":
     main()

@@ -32,13 +32,21 @@ def config_options(command: Callable) -> Callable:
                         help="Built-in config (smoke, demo, paper) or a YAML file.")(command)
 
 
+ARTIFACTS_HELP = "Artifact root (default: $PIPELINE_ARTIFACTS or ./artifacts)."
+
+
 class Session:
-    """What every command shares: the artifact store, and the config once one is loaded."""
+    """What every command shares: the artifact store (``--artifacts``, given before or after the
+    command's name), and the plans it builds."""
 
     def __init__(self, artifacts: str | None):
+        self.artifacts = artifacts  # as given; None: the default root
+
+    @functools.cached_property
+    def store(self):
         from pipeline.store import Store, default_root
 
-        self.store = Store(default_root(artifacts))
+        return Store(default_root(self.artifacts))
 
     def plan(self, config_name: str, overrides: Sequence[str], targets: Sequence[str], force: Sequence[str] = ()):
         from pipeline.config import load_config
@@ -46,3 +54,15 @@ class Session:
 
         config = load_config(config_name, overrides)
         return config, build_plan(config, self.store, targets or ["all"], force)
+
+
+def _set_artifacts(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(Session).artifacts = value
+
+
+def accept_group_options(group: click.Group) -> None:
+    """Let every subcommand of ``group`` also take ``--artifacts`` after its own name."""
+    for command in group.commands.values():
+        command.params.append(click.Option(["--artifacts"], metavar="DIR", expose_value=False,
+                                           callback=_set_artifacts, help=ARTIFACTS_HELP))

@@ -10,13 +10,14 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.attacks.params import ATTACK_PARAMS
+from pipeline.attacks.catalog import ATTACKS
+from pipeline.attacks.spec import AttackLimits
 from pipeline.errors import PipelineError
 from pipeline.methods import METHODS
 from pipeline.schema import bounded, build
@@ -83,25 +84,21 @@ class VictimsConfig:
     test: VictimConfig = field(default_factory=VictimConfig)
 
 
-@dataclass
-class AttackLimits:
-    """Per-attack run sizes: slow attacks take fewer images or finer shards, never fewer steps."""
-
-    max_images: int | None = bounded(None, lo=1)
-    shard_size: int | None = bounded(None, lo=1)
+def _params_section(name: str, specs: Mapping[str, Any]) -> type:
+    """A config section with one field per spec that has a parameter dataclass, named after the spec."""
+    return dataclasses.make_dataclass(
+        name, [(key, spec.params, field(default_factory=spec.params)) for key, spec in specs.items() if spec.params])
 
 
-AttackParams = dataclasses.make_dataclass(
-    "AttackParams",
-    [(name, cls, field(default_factory=cls)) for name, cls in ATTACK_PARAMS.items()],
-)
+AttackParams = _params_section("AttackParams", ATTACKS)
+MethodParams = _params_section("MethodParams", METHODS)
 
 
 @dataclass
 class AttackConfig:
-    names: list[str] = bounded(list(ATTACK_PARAMS), choices=tuple(ATTACK_PARAMS))
+    names: list[str] = bounded(list(ATTACKS), choices=tuple(ATTACKS))
     params: AttackParams = field(default_factory=AttackParams)
-    limits: dict[str, AttackLimits] = field(default_factory=dict)
+    limits: dict[str, AttackLimits] = field(default_factory=dict)  # over each attack spec's own limits
     shard_size: int = bounded(1000, lo=1)
     batch_size: int = bounded(256, lo=1)
     seed: int = 0
@@ -109,6 +106,11 @@ class AttackConfig:
     # float16 halves the files but moves DeepFool's minimal perturbations back across the boundary
     # (README, "Differences from the paper"); uint8 would round away eps = 2/255
     storage_dtype: str = bounded("float32", choices=("float16", "float32"))
+
+    def limits_of(self, name: str) -> AttackLimits:
+        """The run sizes of attack ``name``: this config's values, else its spec's."""
+        default, given = ATTACKS[name].limits, self.limits.get(name, AttackLimits())
+        return AttackLimits(**{k: v if v is not None else getattr(default, k) for k, v in asdict(given).items()})
 
 
 @dataclass
@@ -157,16 +159,13 @@ class AAEConfig:
     optim: OptimConfig = field(default_factory=_aae_optim)
     lambda_kl: float = bounded(1e-3, lo=0.0)
     warmup_epochs: int = bounded(300, lo=0)
-    baselines: list[str] = bounded(["plain_ae", "paired_dae"], choices=("plain_ae", "paired_dae"))
 
 
 @dataclass
 class EvaluateConfig:
-    methods: list[str] = bounded(list(METHODS), choices=tuple(METHODS))
+    methods: list[str] = bounded(list(METHODS), choices=tuple(METHODS))  # table rows, in order
+    params: MethodParams = field(default_factory=MethodParams)
     tolerance: float = bounded(0.05, lo=0.0, hi=1.0)  # τ of the pixel recovery rate (see README)
-    jpeg_quality: int = bounded(75, lo=1, hi=100)
-    bit_depth: int = bounded(4, lo=1, hi=8)
-    median_kernel: int = bounded(3, lo=1)
     batch_size: int = bounded(256, lo=1)
     unseen_seed: int = 0
     keep_images: int = bounded(8, lo=0)  # recovered images kept per evaluation, for figures
@@ -185,7 +184,7 @@ class AblationConfig:
     lambdas: list[float] = bounded([1e-4, 1e-3, 1e-2, 1e-1], lo=0.0)
     cae_depths: list[int] = bounded([3, 4, 5, 6], lo=2)
     aae_depths: list[int] = bounded([3, 4, 5, 6, 7, 8, 9], lo=2)
-    attacks: list[str] = bounded(list(ATTACK_PARAMS), choices=tuple(ATTACK_PARAMS))
+    attacks: list[str] = bounded(list(ATTACKS), choices=tuple(ATTACKS))
 
 
 @dataclass
@@ -318,13 +317,8 @@ def _check_consistency(config: Config) -> None:
         raise PipelineError(f"config keys 'cae.arch.widths' and 'aae.arch.widths' must end in the "
                             f"same latent size, got {latent[0]} and {latent[1]}")
     for name in config.attack.limits:
-        if name not in ATTACK_PARAMS:
-            raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACK_PARAMS)})")
-    for method in config.evaluate.methods:
-        trained_as = METHODS[method].trained_as
-        if trained_as not in (None, "aae") and trained_as not in config.aae.baselines:
-            raise PipelineError(f"config: evaluate.methods has {method!r}, which needs {trained_as!r} "
-                                f"in aae.baselines")
+        if name not in ATTACKS:
+            raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACKS)})")
     for role in ATTACKED_ROLES:
         victim = getattr(config.victim, role)
         if victim.weights is None and getattr(sample.roles, role).victim_count == 0:

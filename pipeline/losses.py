@@ -1,4 +1,5 @@
-"""Training losses: the CAE loss (eq. 1), the AAE cycle loss (eqs. 5, 6) and the baselines' VAE loss.
+"""Training losses: the VAE loss (the CAE's eq. 1, and the trained baselines') and the AAE cycle loss
+(eqs. 5, 6).
 
 Every sum is taken per image and then averaged over the batch. Each loss returns a dict of named
 terms whose "total" is what gets minimised; the other terms are for logging.
@@ -32,16 +33,11 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float) -> dict[str, Tensor]:
-    """||target − D(E(x_in))||² + λ·KL: the CAE (target = input) and the baselines."""
+    """||target − D(E(x_in))||² + λ·KL: the CAE's eq. 1 (target = input, λ = λ1) and the baselines."""
     recon, mu, logvar, _ = model(x_in)
     terms = {"recon": sse(recon, x_target), "kl": kl_standard_normal(mu, logvar)}
     terms["total"] = terms["recon"] + lambda_kl * terms["kl"]
     return terms
-
-
-def cae_loss(cae: ConvVAE, x: Tensor, lambda_kl: float) -> dict[str, Tensor]:
-    """Eq. 1: ||X_S − X̂_S||² + λ1·KL."""
-    return vae_loss(cae, x, x, lambda_kl)
 
 
 def aae_loss(
@@ -77,16 +73,14 @@ class LossParams:
 
 Loss = Callable[[Mapping[str, nn.Module], LossParams, Mapping[str, Tensor], int], dict[str, Tensor]]
 
-# Uniform signature (models, params, batch, epoch). models[name] is the network being trained
-# ("aae" also reads models["cae"]); batch["x"] is the input and batch["target"] the paired
-# clean image (paired_dae only). Epochs count from 0.
+# Uniform signature (models, params, batch, epoch). models["model"] is the network being trained,
+# models["cae"] the frozen CAE (aae only); batch["x"] is the input and batch["target"], when
+# present, the image to reconstruct (a paired clean image), else the input. Epochs count from 0.
 LOSSES: dict[str, Loss] = {
-    "cae": lambda m, p, b, epoch: cae_loss(m["cae"], b["x"], p.lambda_kl),
+    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], b.get("target", b["x"]), p.lambda_kl),
     "aae": lambda m, p, b, epoch: aae_loss(
-        m["aae"], m["cae"], b["x"], p.lambda_kl, warmup=epoch < p.warmup_epochs
+        m["model"], m["cae"], b["x"], p.lambda_kl, warmup=epoch < p.warmup_epochs
     ),
-    "plain_ae": lambda m, p, b, epoch: vae_loss(m["plain_ae"], b["x"], b["x"], p.lambda_kl),
-    "paired_dae": lambda m, p, b, epoch: vae_loss(m["paired_dae"], b["x"], b["target"], p.lambda_kl),
 }
 
 

@@ -119,22 +119,15 @@ class ConvVAE(nn.Module):
         return self.decode(z), mu, logvar, z
 
 
-def _build_conv_vae(image_shape: ImageShape, arch: Mapping[str, Any]) -> ConvVAE:
+def build_model(image_shape: ImageShape, arch: Mapping[str, Any]) -> ConvVAE:
+    """The recovery network of an ``arch`` config section (``widths``, ``kernel``, ``layout``):
+    the CAE, the AAE and every trained baseline are this network with their own sections."""
     unknown = set(arch) - {"widths", "kernel", "layout"}
     if unknown:
         raise ValueError(f"unknown architecture keys {sorted(unknown)}; known: widths, kernel, layout")
     if "widths" not in arch:
         raise ValueError("architecture needs 'widths'")
     return ConvVAE(image_shape, arch["widths"], arch.get("kernel", 7), arch.get("layout", "rows"))
-
-
-# Every role builds the same network; the names exist so that callers never special-case one.
-MODELS: dict[str, Callable[[ImageShape, Mapping[str, Any]], nn.Module]] = {
-    "cae": _build_conv_vae,
-    "aae": _build_conv_vae,
-    "plain_ae": _build_conv_vae,
-    "paired_dae": _build_conv_vae,
-}
 
 
 def count_parameters(model: nn.Module) -> int:

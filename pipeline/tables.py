@@ -1,10 +1,11 @@
 """Tables II-III (seen / unseen attacks) for every metric, detection AUROC, as CSV and LaTeX.
 
-Input: per-image evaluation frames keyed by (method, training attack, test set). A cell of Table II
-for method m and attack a is m's model trained on a, tested on a; Table III tests on a with the model
-trained on a's seeded random partner. The Clean column averages m's models over clean test images.
-Avg is the mean of the eight columns, as the paper's rows are. Every CSV cell has a 95% bootstrap
-interval over test images; files start with their provenance (config, data manifests, commits).
+Input: per-image evaluation frames keyed by (row, training attack, test set); a row is a method (or
+a variant of one) with its title. A cell of Table II for row m and attack a is m's model trained on
+a, tested on a; Table III tests on a with the model trained on a's seeded random partner. The Clean
+column averages m's models over clean test images. Avg is the mean of the table's columns (the
+paper's eight, as its rows are). Every CSV cell has a 95% bootstrap interval over test images;
+files start with their provenance (config, data manifests, commits).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import auroc, bootstrap_interval
-from pipeline.paper_results import TABLE_II, TABLE_III
+from pipeline.paper_results import TABLE_II, TABLE_III, reported_cells
 
 CLEAN = "clean"
 #: metric column -> (label, scale for display)
@@ -29,37 +30,40 @@ METRICS: dict[str, tuple[str, float]] = {
     "psnr": ("PSNR (dB)", 1.0),
     "ssim": ("SSIM", 1.0),
 }
-METHOD_NAMES = {"identity": "Identity (no defence)", "jpeg": "JPEG", "bit_depth": "Bit-depth reduction",
-                "median": "Median filter", "cae": "CAE alone (reformer)", "plain_ae": "Plain AE (Fig. 7 baseline)",
-                "paired_dae": "Paired denoising AE (supervised)", "ours": "Ours (CAE + AAE)"}
-ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "ssah": "SSAH", "deepfool": "DeepFool", "bim": "BIM",
-                "cw": "CW", "jsma": "JSMA"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the tables: what it measures (``id``), its title, whether it has a model per attack."""
+
+    id: str
+    title: str
+    per_attack: bool
 
 
 @dataclass
 class Evaluations:
-    """Per-image frames by (method, training attack or None, test set), and how tables are built."""
+    """Per-image frames by (row id, training attack or None, test set), and how tables are built."""
 
     frames: dict[tuple[str, str | None, str], pd.DataFrame]
-    methods: list[str]  # row order
-    attacks: list[str]  # column order
+    rows: list[Row]  # row order
+    attacks: dict[str, str]  # column order: attack name -> title
     unseen: dict[str, str]  # test attack -> training attack
-    per_attack: set[str]  # methods with one trained model per attack
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def cell_values(self, method: str, column: str, protocol: str, metric: str) -> np.ndarray:
+    def cell_values(self, row: Row, column: str, protocol: str, metric: str) -> np.ndarray:
         """The per-image values behind one table cell."""
-        if method not in self.per_attack:
-            return self.frames[(method, None, column)][metric].to_numpy()
+        if not row.per_attack:
+            return self.frames[(row.id, None, column)][metric].to_numpy()
         if column == CLEAN:
-            return np.concatenate([self.frames[(method, a, CLEAN)][metric].to_numpy() for a in self.attacks])
+            return np.concatenate([self.frames[(row.id, a, CLEAN)][metric].to_numpy() for a in self.attacks])
         train = column if protocol == "seen" else self.unseen[column]
-        return self.frames[(method, train, column)][metric].to_numpy()
+        return self.frames[(row.id, train, column)][metric].to_numpy()
 
-    def detection(self, method: str, attack: str, protocol: str) -> float:
-        train = None if method not in self.per_attack else attack if protocol == "seen" else self.unseen[attack]
-        negatives = self.frames[(method, train, CLEAN)]["detection_score"]
-        positives = self.frames[(method, train, attack)]["detection_score"]
+    def detection(self, row: Row, attack: str, protocol: str) -> float:
+        train = None if not row.per_attack else attack if protocol == "seen" else self.unseen[attack]
+        negatives = self.frames[(row.id, train, CLEAN)]["detection_score"]
+        positives = self.frames[(row.id, train, attack)]["detection_score"]
         return auroc(negatives.to_numpy(), positives.to_numpy())
 
 
@@ -67,8 +71,8 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
     """One table: rows = methods, columns = Clean, attacks..., Avg, each with its 95% interval."""
     scale = METRICS[metric][1]
     rows = []
-    for method in ev.methods:
-        row: dict[str, Any] = {"method": method}
+    for method in ev.rows:
+        row: dict[str, Any] = {"method": method.id, "title": method.title}
         means = []
         for column in [CLEAN, *ev.attacks]:
             values = ev.cell_values(method, column, protocol, metric) * scale
@@ -83,10 +87,12 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
 
 
 def detection_table(ev: Evaluations, protocol: str) -> pd.DataFrame:
+    """Detection AUROC of each row's reconstruction error, clean test images against each attack's."""
     rows = []
-    for method in ev.methods:
+    for method in ev.rows:
         values = {a: ev.detection(method, a, protocol) for a in ev.attacks}
-        rows.append({"method": method, **values, "avg": float(np.mean(list(values.values())))})
+        rows.append({"method": method.id, "title": method.title, **values,
+                     "avg": float(np.mean(list(values.values())))})
     return pd.DataFrame(rows)
 
 
@@ -105,17 +111,26 @@ def write_csv(frame: pd.DataFrame, path: Path, header: Sequence[str]) -> None:
         frame.to_csv(handle, index=False, float_format="%.4f")
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped, so it prints as written."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
 def _latex_row(name: str, values: Sequence[float], digits: int, bold: set[int] = frozenset()) -> str:
     cells = [("--" if not np.isfinite(v) else (f"\\textbf{{{v:.{digits}f}}}" if i in bold else f"{v:.{digits}f}"))
              for i, v in enumerate(values)]
-    return " & ".join([name.replace("_", r"\_"), *cells]) + r" \\"
+    return " & ".join([latex_escape(name), *cells]) + r" \\"
 
 
 def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, digits: int,
-                reported: Mapping[str, list[float]] | None, with_clean: bool = True) -> None:
+                reported: Mapping[str, Mapping[str, float]] | None, with_clean: bool = True) -> None:
     """A booktabs table: the measured block, then (if given) the paper's rows, marked as reported."""
     columns = [CLEAN] * with_clean + [*ev.attacks, "avg"]
-    heads = ["Clean"] * with_clean + [*(ATTACK_NAMES.get(a, a) for a in ev.attacks), "Avg"]
+    heads = ["Clean"] * with_clean + [*ev.attacks.values(), "Avg"]
     lines = [f"% {line}" for line in _header(ev, "generated by advrecover (pipeline tables)")]
     lines += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}",
               r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
@@ -124,13 +139,12 @@ def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, 
     values = frame[columns].to_numpy(dtype=float)
     best = {j for j in range(len(columns)) if np.isfinite(values[:, j]).any()}
     top = {j: int(np.nanargmax(values[:, j])) for j in best}
-    for i, method in enumerate(frame["method"]):
-        lines.append(_latex_row(METHOD_NAMES.get(method, method), values[i], digits,
-                                {j for j in best if top[j] == i}))
+    for i, title in enumerate(frame["title"]):
+        lines.append(_latex_row(title, values[i], digits, {j for j in best if top[j] == i}))
     if reported:
         lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
                                r"(their recovery rate; not measured here, not comparable)}} \\"]
-        lines += [_latex_row(name, row, 1) for name, row in reported.items()]
+        lines += [_latex_row(name, reported_cells(dict(row), columns), 1) for name, row in reported.items()]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     path.write_text("\n".join(lines) + "\n")
 

@@ -1,1 +1,2 @@
-"""Adversarial attacks: parameters (torch-free), the registry and SSAH."""
+"""Adversarial attacks: one torch-free spec per attack (``catalog``), the torch implementations we
+wrote ourselves (``custom``, ``ssah``), and ``build_attack``."""

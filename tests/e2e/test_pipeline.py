@@ -47,6 +47,7 @@ def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
                  "table_ii_seen_psnr.csv"):
         rows = {row["method"]: row for row in _rows(smoke["results"] / name)}
         assert "identity" in rows and "ours" in rows
+        assert rows["blur"]["title"] == "Gaussian blur"  # README "Extending": one file adds a row
         for row in rows.values():
             values = [float(row[c]) for c in columns]
             assert float(row["avg"]) == pytest.approx(sum(values) / 8, abs=1e-3)
@@ -58,6 +59,8 @@ def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
     assert header[1] == "# config: smoke" and header[2].startswith("# commit(s): ")
     tex = (smoke["results"] / "table_ii_seen_recovery_accuracy.tex").read_text()
     assert "Identity (no defence)" in tex and "Reported in the paper" in tex and r"\toprule" in tex
+    for protocol in ("ii_seen", "iii_unseen"):
+        assert "\nGaussian blur & " in (smoke["results"] / f"table_{protocol}_recovery_accuracy.tex").read_text()
     for figure in ("fig6_detection.png", "fig7_recovery.png", "fig_training.png"):
         assert (smoke["results"] / figure).read_bytes()[:4] == b"\x89PNG"
 
@@ -90,7 +93,7 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
     cae_totals = [float(r["loss"]) for r in exported if r["model"] == "cae" and r["term"] == "total"]
     assert cae_totals == pytest.approx([float(r["total"]) for r in _rows(cae.parent / "history.csv")], rel=1e-5)
     models = {(r["model"], r["attack"]) for r in exported}
-    assert ("aae", "fgsm") in models and ("plain_ae", "jsma") in models
+    assert ("ours", "fgsm") in models and ("plain_ae", "jsma") in models
 
 
 def test_status_and_verify(smoke):

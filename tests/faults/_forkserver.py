@@ -30,13 +30,13 @@ def preload() -> None:
     import torch  # noqa: F401
     import torchattacks  # noqa: F401
 
-    import pipeline.attacks.registry  # noqa: F401
+    import pipeline.attacks.custom  # noqa: F401
     import pipeline.cli  # noqa: F401
     import pipeline.figures  # noqa: F401
     import pipeline.losses  # noqa: F401
     import pipeline.metrics  # noqa: F401
     import pipeline.models  # noqa: F401
-    import pipeline.recovery  # noqa: F401
+    import pipeline.methods  # noqa: F401
     import pipeline.tables  # noqa: F401
     import pipeline.training  # noqa: F401
     import pipeline.victims  # noqa: F401

@@ -35,7 +35,6 @@ FAULTS_CONFIG = {
     "extends": "smoke",
     "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}},
     "attack": {"names": ["fgsm", "pgd"]},
-    "aae": {"baselines": ["plain_ae"]},
     "evaluate": {"methods": ["identity", "cae", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
 }

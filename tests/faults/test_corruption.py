@@ -69,8 +69,8 @@ def test_corrupted_clean_shard_is_detected_and_rebuilt_by_clean(reference, tmp_p
 
 def test_truncated_adversarial_shard_is_detected_and_rebuilt(reference, tmp_path, fault_log):
     root = reference.clone(tmp_path / "artifacts")
-    for model in ("aae", "plain_ae"):  # the two readers of the shard, to be rebuilt
-        shutil.rmtree(_artifact(root, "train-aae", model=model, attack="fgsm"))
+    for method in ("ours", "plain_ae"):  # the two readers of the shard, to be rebuilt
+        shutil.rmtree(_artifact(root, "train-aae", method=method, attack="fgsm"))
     artifact = _artifact(root, "attack", role="aae_train", attack="fgsm", start=16)
     shard = artifact / "adv.h5"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])

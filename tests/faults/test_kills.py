@@ -62,7 +62,7 @@ def test_sigkill_at_random_points_then_rerun(step, reference, tmp_path, fault_lo
         results = reference.results_dir(tmp_path)
         assert folder_digests(results) == reference.results
         # export_tree's own staging next to results/<config>/: outside the artifact root, so no
-        # `pipeline clean` sweeps it; reported, not failed (jobs/_io.py is not this suite's to fix)
+        # `pipeline clean` sweeps it; reported, not failed (jobs/artifacts.py is not this suite's to fix)
         stale = sorted(p.name for p in results.parent.glob(f".{results.name}.*"))
         if stale:
             fault_log(f"SIGKILL in {step}", note=f"stale results/{stale[0]}", count=False)

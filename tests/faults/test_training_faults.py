@@ -22,7 +22,7 @@ pytestmark = pytest.mark.faults
 # One task each: the CAE, and the AAE of one attack (its baselines and other attacks left out).
 LONG = {
     "train-cae": ("cae", ["--set", "cae.optim.epochs=40"]),
-    "train-aae": ("aae", ["--set", "aae.optim.epochs=14", "--set", "attack.names=[fgsm]", "--set", "aae.baselines=[]",
+    "train-aae": ("aae", ["--set", "aae.optim.epochs=14", "--set", "attack.names=[fgsm]",
                           "--set", "evaluate.methods=[identity,ours]"]),
 }
 BAR = re.compile(r"train:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+) ")

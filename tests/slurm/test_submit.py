@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slurm
 
 TARGETS = ("all",)
 # The whole smoke pipeline with two attacks and three methods (32 tasks), so that it fits a 2-core node.
-OVERRIDES = ("attack.names=[fgsm, pgd]", "evaluate.methods=[ours, identity, plain_ae]", "aae.baselines=[plain_ae]")
+OVERRIDES = ("attack.names=[fgsm, pgd]", "evaluate.methods=[ours, identity, plain_ae]")
 SMOKE = ("--config", "smoke", *(arg for value in OVERRIDES for arg in ("--set", value)))
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.losses import (
-    LOSSES, LossParams, aae_loss, bind_loss, cae_loss, freeze, kl_standard_normal, sse, vae_loss,
+    LOSSES, LossParams, aae_loss, bind_loss, freeze, kl_standard_normal, sse, vae_loss,
 )
 from pipeline.models import ConvVAE
 
@@ -45,7 +45,7 @@ def test_cae_and_vae_loss_terms_by_hand():
     mu, logvar = cae.encode(x)
     recon = cae.decode(mu)
     kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp())).sum((1, 2)).mean()
-    t = cae_loss(cae, x, 0.01)
+    t = vae_loss(cae, x, x, 0.01)  # eq. 1
     assert torch.allclose(t["recon"], ((x - recon) ** 2).sum((1, 2, 3)).mean())
     assert torch.allclose(t["kl"], kl)
     assert torch.allclose(t["total"], t["recon"] + 0.01 * kl)
@@ -107,7 +107,7 @@ def test_frozen_cae_unchanged_while_gradients_flow_through_it():
 def test_aae_warmup_switches_at_exactly_warmup_epochs(epoch, warm):
     aae, cae = _pair()
     aae.eval(), freeze(cae)
-    loss = bind_loss("aae", {"aae": aae, "cae": cae}, LossParams(lambda_kl=0.1, warmup_epochs=3))
+    loss = bind_loss("aae", {"model": aae, "cae": cae}, LossParams(lambda_kl=0.1, warmup_epochs=3))
     t = loss({"x": torch.rand(2, *SHAPE)}, epoch)
     full = 0.1 * t["kl"] + t["recon_x"] + t["recon_z"]
     assert torch.equal(t["total"], t["recon_x"]) == warm
@@ -116,14 +116,15 @@ def test_aae_warmup_switches_at_exactly_warmup_epochs(epoch, warm):
 
 def test_registry_uniform_signature():
     aae, cae = _pair()
-    models = {"aae": aae.eval(), "cae": freeze(cae), "plain_ae": aae, "paired_dae": aae}
+    models = {"model": aae.eval(), "cae": freeze(cae)}
     x, target = torch.rand(2, *SHAPE), torch.rand(2, *SHAPE)
     batch = {"x": x, "target": target}
     for name, loss in LOSSES.items():
         assert "total" in loss(models, LossParams(), batch, 0), name
-    assert torch.equal(LOSSES["paired_dae"](models, LossParams(), batch, 0)["total"],
+    # with a target the VAE loss reconstructs it (paired), without one the input (CAE, plain AE)
+    assert torch.equal(LOSSES["vae"](models, LossParams(), batch, 0)["total"],
                        vae_loss(aae, x, target, 1e-3)["total"])
-    assert torch.equal(LOSSES["plain_ae"](models, LossParams(), batch, 0)["total"],
+    assert torch.equal(LOSSES["vae"](models, LossParams(), {"x": x}, 0)["total"],
                        vae_loss(aae, x, x, 1e-3)["total"])
     with pytest.raises(ValueError, match="nope"):
         bind_loss("nope", models, LossParams())

@@ -132,7 +132,7 @@ def attacked(victim):
         with torch.no_grad():
             keep = model(x).argmax(1) == y
         x, y = x[keep], y[keep]
-        atk = SSAH(model, steps=50, alpha=1e-2)
+        atk = SSAH(model, steps=50, lr=1e-2)
         adv = atk(x, y)
     return model, x, y, adv
 
@@ -213,7 +213,7 @@ def test_perturbation_is_mostly_high_frequency(attacked, victim):
     assert low / c_low < 0.25 * (high / c_high)
     # and the constraint is what causes it: without it (lambda_lf = 0, "SSA") the LL share rises
     with _threads(NTHREADS):
-        adv_free = SSAH(model, steps=50, alpha=1e-2, lambda_lf=0.0)(x)
+        adv_free = SSAH(model, steps=50, lr=1e-2, lambda_lf=0.0)(x)
     f_low, f_high = _band_energies(adv_free - x)
     assert low / (low + high) < 0.5 * f_low / (f_low + f_high)
 
@@ -233,7 +233,7 @@ def test_deterministic_and_labels_ignored(victim):
     model, x, y = victim
     x = x[:8]
     with _threads(NTHREADS):
-        atk = SSAH(model, steps=10, alpha=1e-2)
+        atk = SSAH(model, steps=10, lr=1e-2)
         a = atk(x, y[:8])
         b = atk(x, y[:8])
         c = atk(x)  # labels are ignored
@@ -247,7 +247,7 @@ def test_single_image_batch_and_no_side_effects(victim):
     model.train()  # the attack must run in eval mode and restore the given mode
     try:
         with _threads(NTHREADS):
-            adv = SSAH(model, steps=20, alpha=1e-2)(x[:1], y[:1])
+            adv = SSAH(model, steps=20, lr=1e-2)(x[:1], y[:1])
         assert model.training
     finally:
         model.eval()
@@ -287,20 +287,20 @@ def test_defaults_and_aliases(victim):
     atk = SSAH(model)
     assert atk.schedule(torch.zeros(1, 3, 32, 32)) == (150, 1e-3)
     assert atk.schedule(torch.zeros(1, 3, 224, 224)) == (200, 1e-4)
-    assert (atk.m, atk.sim_weight, atk.lambda_lf) == (0.2, 1.0, 0.1)
+    assert (atk.alpha, atk.m, atk.lambda_lf) == (1.0, 0.2, 0.1)
     assert SSAH(model, lr=0.01).schedule(torch.zeros(1, 3, 32, 32)) == (150, 0.01)
     with pytest.raises(ValueError):
-        SSAH(model, alpha=0.01, lr=0.001)
+        SSAH(model, lr=0.0)
     with pytest.raises(AttributeError):
         SSAH(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)))
     # an explicit feature_fn works for models without `.features`
     seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    adv = SSAH(seq, feature_fn=seq[:3], steps=2, alpha=1e-2)(torch.rand(3, 3, 8, 8))
+    adv = SSAH(seq, feature_fn=seq[:3], steps=2, lr=1e-2)(torch.rand(3, 3, 8, 8))
     assert adv.shape == (3, 3, 8, 8)
 
 
 @pytest.mark.unit
 def test_float64_input_on_float32_model(victim):
     model, x, _ = victim
-    adv = SSAH(model, steps=2, alpha=1e-2)(x[:4].double())
+    adv = SSAH(model, steps=2, lr=1e-2)(x[:4].double())
     assert adv.dtype == torch.float64 and adv.shape == (4, 3, SIZE, SIZE)

@@ -22,19 +22,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 import pipeline
+from jobs import artifacts
 from pipeline.config import ATTACKED_ROLES, Config, load_config
-from pipeline.data.shards import ShardSet
 from pipeline.dag import Plan, Planned, all_tasks, build_plan, discover
+from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
 from pipeline.execute import execute
+from pipeline.methods import METHODS
 from pipeline.runners.local import run_plan
 from pipeline.store import Artifact, Store
 
@@ -166,7 +166,8 @@ def inputs_of(bench: Bench, planned: Planned) -> dict[str, Artifact]:
 class TrainCase:
     """One model trained as its step sets it up: the data as the step holds it in memory."""
 
-    kind: str
+    kind: str  # cae, or the trained method
+    loss: str
     section: dict[str, Any]
     image_shape: tuple[int, int, int]
     data: Tensor  # uint8 clean images, or adversarial images in their storage dtype
@@ -179,17 +180,17 @@ class TrainCase:
         return TrainSpec(**self.section["optim"])
 
     def model(self) -> nn.Module:
-        from pipeline.models import MODELS
+        from pipeline.models import build_model
 
         torch.manual_seed(0)
-        return MODELS[self.kind](self.image_shape, self.section["arch"])
+        return build_model(self.image_shape, self.section["arch"])
 
-    def loss(self, model: nn.Module) -> Callable[[dict[str, Tensor], int], dict[str, Tensor]]:
+    def loss_fn(self, model: nn.Module) -> Callable[[dict[str, Tensor], int], dict[str, Tensor]]:
         """The step's loss, past the AAE's warm-up (the full eq. 5-6 objective)."""
         from pipeline.losses import LossParams, bind_loss
 
         params = LossParams(lambda_kl=self.section["lambda_kl"], warmup_epochs=0)
-        return bind_loss(self.kind, {self.kind: model, **self.frozen}, params)
+        return bind_loss(self.loss, {"model": model, **self.frozen}, params)
 
 
 def stamped(loss: Callable) -> tuple[Callable, list[float]]:
@@ -218,11 +219,11 @@ def train_ours(case: TrainCase, device: torch.device, workdir: Path, final_save_
     from pipeline.training import train
 
     model = case.model()
-    loss, calls = stamped(case.loss(model))
+    loss, calls = stamped(case.loss_fn(model))
     epochs = train_epochs(len(case.data))
     spec = replace(case.spec, epochs=epochs, checkpoint_every=epochs if final_save_only else case.spec.checkpoint_every)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        train({case.kind: model}, loss, {"x": case.data}, spec, Path(tmp) / "checkpoint.pt", device)
+        train({"model": model}, loss, {"x": case.data}, spec, Path(tmp) / "checkpoint.pt", device)
         return time.perf_counter() - calls[1]
 
 
@@ -230,7 +231,7 @@ def train_bare(case: TrainCase, device: torch.device) -> float:
     """Seconds after the first step of a plain loop: float tensors in memory, shuffled batches, the
     same loss, SGD with momentum, weight decay and lr milestones, gradient clipping as configured."""
     spec, model = case.spec, case.model().to(device).train()
-    loss, calls = stamped(case.loss(model))
+    loss, calls = stamped(case.loss_fn(model))
     x = case.data.to(device).float()
     x = x / 255 if case.data.dtype == torch.uint8 else x
     params = [p for p in model.parameters() if p.requires_grad]
@@ -253,35 +254,29 @@ def train_planned(bench: Bench, kind: str) -> Planned:
     plan = full_plan(bench.config, bench.store)
     if kind == "cae":
         return representative(plan, "train-cae")
-    return representative(plan, "train-aae", lambda p: p.task.config["model"] == "aae")
+    return representative(plan, "train-aae", lambda p: METHODS[p.task.config["method"]].training.with_cae)
 
 
 def cae_case(bench: Bench) -> TrainCase:
     """The train-cae task's model and clean uint8 images, as the step loads them."""
-    from jobs._io import split_shards
-
     planned = train_planned(bench, "cae")
     build_upstream(bench, bench.config, planned)
-    split = split_shards(inputs_of(bench, planned)["data"], "cae_train")
-    images = split.read(0, len(split), ["images"])["images"]
+    images = artifacts.read_split(inputs_of(bench, planned)["data"], "cae_train")["images"]
     c = planned.task.config
-    return TrainCase("cae", c["cae"], tuple(c["image_shape"]), torch.from_numpy(images), {})
+    return TrainCase("cae", "vae", c["cae"], tuple(c["image_shape"]), torch.from_numpy(images), {})
 
 
 def aae_case(bench: Bench) -> TrainCase:
     """The first train-aae task of the AAE: its adversarial shards as stored, and the frozen CAE."""
-    from jobs._training import load_model
-    from pipeline.data.shards import read_shard
     from pipeline.losses import freeze
 
     planned = train_planned(bench, "aae")
     build_upstream(bench, bench.config, planned)
     inputs = inputs_of(bench, planned)
-    shards = [read_shard(inputs[name].file("adv.h5"), ["images"])["images"] for name in sorted(inputs)
-              if name.startswith("adv-")]
+    images = artifacts.read_adversarial(inputs, ["images"])["images"]
     c = planned.task.config
-    frozen = {"cae": freeze(load_model(inputs["cae"], bench.device))}
-    return TrainCase("aae", c["aae"], tuple(c["image_shape"]), torch.from_numpy(np.concatenate(shards)), frozen)
+    frozen = {"cae": freeze(artifacts.load_model(inputs["cae"], bench.device))}
+    return TrainCase(c["method"], c["loss"], c["aae"], tuple(c["image_shape"]), torch.from_numpy(images), frozen)
 
 
 def train_case(bench: Bench, kind: str) -> TrainCase:
@@ -332,12 +327,10 @@ def bench_train(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
 
 def attack_overrides(config: Config) -> list[str]:
     """``--set`` values that make each attack's first shard small (never fewer attack steps)."""
-    from jobs.attack import shard_ranges
-
     role = getattr(config.sample.roles, ATTACKED_ROLES[0])
     out = []
     for name in config.attack.names:
-        start, stop = shard_ranges(role.count, name, config.attack)[0]
+        start, stop = artifacts.shard_ranges(role.count, name, config.attack)[0]
         images = ATTACK_IMAGES.get(name, ATTACK_DEFAULT_IMAGES)
         if stop - start > images:
             out.append(f"attack.limits.{name}.shard_size={images}")
@@ -356,15 +349,13 @@ class AttackCase:
 
 
 def attack_case(bench: Bench, name: str) -> AttackCase:
-    from jobs._io import load_role_victim, split_shards
-
     config = load_config(bench.config_name, bench.overrides + attack_overrides(bench.config))
     role = ATTACKED_ROLES[0]
-    planned = full_plan(config, bench.store, force=["attack"]).find("attack", f"{role}/{name}/000000")
+    planned = full_plan(config, bench.store, force=["attack"]).find("attack", artifacts.attack_task_id(role, name, 0))
     build_upstream(bench, config, planned)
     inputs, c = inputs_of(bench, planned), planned.task.config
-    victim = load_role_victim(SimpleNamespace(input=inputs.__getitem__), c["victim"], bench.device)
-    images = split_shards(inputs["clean"], role).read(c["start"], c["stop"], ["images"])["images"]
+    victim = artifacts.load_victim(inputs, c["victim"], bench.device)
+    images = artifacts.split_shards(inputs["clean"], role).read(c["start"], c["stop"], ["images"])["images"]
     clean = torch.from_numpy(images).float() / 255
     return AttackCase(name, planned, config, victim, clean)
 
@@ -379,11 +370,11 @@ def attack_step(bench: Bench, case: AttackCase) -> float:
 def attack_direct(bench: Bench, case: AttackCase) -> float:
     """Seconds of a plain loop doing the task's compute on in-memory tensors: per batch, the victim's
     labels, the registry's attack, the victim's prediction on the result."""
-    from pipeline.attacks.registry import build_attack
+    from pipeline.attacks.catalog import build_attack
     from pipeline.device import derived_seed
 
     c, device, victim = case.planned.task.config, bench.device, case.victim
-    attack = build_attack(case.name, victim, c["params"], victim.head.out_features)
+    attack = build_attack(case.name, victim, c["params"])
     start = time.perf_counter()
     for lo in range(0, len(case.clean), c["batch_size"]):
         x = case.clean[lo:lo + c["batch_size"]].to(device)
@@ -398,22 +389,21 @@ def attack_direct(bench: Bench, case: AttackCase) -> float:
 
 def attack_parts(bench: Bench, case: AttackCase, into: dict[str, list[float]]) -> None:
     """Time, one by one, the step's work besides the attack and predictions (on the shard it just wrote)."""
-    from jobs._io import load_role_victim, split_shards
     from pipeline.data.shards import read_shard, write_shard
 
     planned, c, store = case.planned, case.planned.task.config, bench.store
     with timed(into, "verify inputs"):
         inputs = {n: store.open(s, k, full=True) for n, (s, k) in planned.inputs.items()}
     with timed(into, "load victim"):
-        load_role_victim(SimpleNamespace(input=inputs.__getitem__), c["victim"], bench.device)
+        artifacts.load_victim(inputs, c["victim"], bench.device)
     with timed(into, "read shard"):
-        split_shards(inputs["clean"], c["role"]).read(c["start"], c["stop"], ["images", "labels"])
-    written = read_shard(store.open("attack", planned.key).file("adv.h5"))
+        artifacts.split_shards(inputs["clean"], c["role"]).read(c["start"], c["stop"], ["images", "labels"])
+    written = read_shard(store.open("attack", planned.key).file(artifacts.ADVERSARIAL))
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         aside = Store(Path(tmp))
         with aside.staging("attack", planned.key) as staging:
             with timed(into, "hdf5 write"):
-                write_shard(staging / "adv.h5", written)
+                write_shard(staging / artifacts.ADVERSARIAL, written)
             with timed(into, "publish"):
                 aside.publish(staging, "attack", planned.key, {})
 
@@ -455,15 +445,14 @@ def bench_attacks(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
 
 def shard_set(bench: Bench, kind: str) -> tuple[ShardSet, str]:
     """The shards trainer ``kind`` loads: clean ``cae_train`` images (cae), adversarial shards (aae)."""
-    from jobs._io import split_shards
     from pipeline.data.shards import shard_length
 
     planned = train_planned(bench, kind)
     build_upstream(bench, bench.config, planned)
     inputs = inputs_of(bench, planned)
     if kind == "cae":
-        return split_shards(inputs["data"], "cae_train"), "clean cae_train shards"
-    adv = [a.file("adv.h5") for name, a in sorted(inputs.items()) if name.startswith("adv-")]
+        return artifacts.split_shards(inputs["data"], "cae_train"), "clean cae_train shards"
+    adv = artifacts.adversarial_paths(inputs)
     return ShardSet(adv, [shard_length(p) for p in adv]), "adversarial shards"
 
 
@@ -597,7 +586,7 @@ def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
             continue
         build_upstream(bench, bench.config, planned)
         bench.log(f"bench: memory/{name}: {planned.label} in a child process")
-        code = "import sys; from pipeline.bench import run_task; run_task(sys.argv[1:])"
+        code = "import sys; from pipeline.tools.bench import run_task; run_task(sys.argv[1:])"
         # in scratch, so that results/ written by the table and figure steps stays out of the checkout
         peak = peak_rss_mib([sys.executable, "-c", code, bench.config_name, str(bench.store.root), name,
                              planned.task.id, *bench.overrides], cwd=bench.scratch)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.attacks.catalog import ATTACKS
 from pipeline.errors import PipelineError
-from pipeline.tables import ATTACK_NAMES, METHOD_NAMES
 
-COLUMNS = ["clean", "fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma", "avg"]
+#: column heads of the tables, besides the attacks' own titles
+HEADS = {"clean": "Clean", "avg": "Avg"}
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -25,12 +26,21 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, comment="#")
 
 
+def _title(column: str) -> str:
+    if column in HEADS:
+        return HEADS[column]
+    return ATTACKS[column].title if column in ATTACKS else column
+
+
 def _markdown(frame: pd.DataFrame, digits: int) -> str:
-    heads = ["Method", *(ATTACK_NAMES.get(c, c.capitalize()) for c in COLUMNS)]
+    """A table CSV (columns ``method``, ``title``, clean, the attacks, avg, their intervals) as Markdown."""
+    order = {"clean": 0, "avg": 2}
+    columns = sorted((c for c in frame.columns if c in HEADS or c in ATTACKS), key=lambda c: order.get(c, 1))
+    heads = ["Method", *map(_title, columns)]
     lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     for _, row in frame.iterrows():
-        cells = [f"{row[c]:.{digits}f}" if pd.notna(row[c]) else "–" for c in COLUMNS]
-        lines.append(f"| {METHOD_NAMES.get(row['method'], row['method'])} | " + " | ".join(cells) + " |")
+        cells = [f"{row[c]:.{digits}f}" if pd.notna(row[c]) else "–" for c in columns]
+        lines.append(f"| {row['title']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,7 +75,7 @@ def render_attacks(results: Path) -> str:
               for r in victims.itertuples()]
     lines += ["", "| role | attack | images | success (as stored) | before storage | mean L∞ | mean L2 |",
               "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.role} | {ATTACK_NAMES[r.attack]} | {r.n} | {r.success:.3f} | {r.success_before_storage:.3f} | "
+    lines += [f"| {r.role} | {_title(r.attack)} | {r.n} | {r.success:.3f} | {r.success_before_storage:.3f} | "
               f"{r.linf:.4f} | {r.l2:.3f} |" for r in attacks.itertuples()]
     return "\n".join(lines)
 
@@ -77,7 +87,7 @@ def render_training(results: Path) -> str:
              "|---|---|---|---|---|---|"]
     for (model, attack), curve in totals.groupby(["model", "attack"], sort=False):
         first, final = curve.sort_values("epoch")["loss"].iloc[[0, -1]]
-        lines.append(f"| {model} | {ATTACK_NAMES.get(attack, attack)} | {len(curve)} | {first:.1f} | {final:.1f} | "
+        lines.append(f"| {model} | {_title(attack)} | {len(curve)} | {first:.1f} | {final:.1f} | "
                      f"{final / first:.2f} |")
     return "\n".join(lines) + f"\n\n![training curves]({results}/fig_training.png)"
 

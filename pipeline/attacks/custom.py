@@ -1,37 +1,36 @@
-"""The seven attacks by name, all as torchattacks ``Attack`` objects with one interface.
-
-Where torchattacks 3.5.1 misbehaves, it is worked around here and only here:
+"""The attacks whose torchattacks 3.5.1 version we replace (same interface, ``Attack`` subclasses).
 
 - JSMA is a targeted attack; in untargeted use torchattacks aims at ``(label + 1) % 10``, which
-  is wrong for any other number of classes. We always run it in targeted mode with a target rule
-  that works for any number of classes (``runner_up`` by default, or ``next``).
-- JSMA builds its Jacobian on the CPU and copies it to the model's device on every iteration; on a
-  GPU we allocate it on the device instead (same values).
-- JSMA calls ``.view`` on the images and fails on non-contiguous tensors; we pass contiguous ones.
-- JSMA's saliency map allocates a dozen N x N temporaries per iteration (N = 3,072 features at 32x32,
-  one of them built in numpy as int64); ours computes the same map in place with three.
-- DeepFool loops over images one at a time, with one backward pass per class per image and step
-  (under 1 image/s on 2 CPU cores). We run the same iteration for the whole batch at once: one
-  backward pass per class per step. Per image the arithmetic is torchattacks' (tested to match).
+  is wrong for any other number of classes. ``TargetedJSMA`` always runs targeted, with a target
+  rule that works for any number of classes (``runner_up`` by default, or ``next``).
+- torchattacks' JSMA builds its Jacobian on the CPU and copies it to the model's device on every
+  iteration; ours allocates it on the device (same values). It calls ``.view`` on the images and
+  fails on non-contiguous tensors; ours passes contiguous ones. Its saliency map allocates a
+  dozen N x N temporaries per iteration (N = 3,072 features at 32x32, one built in numpy as
+  int64); ours computes the same map in place with three.
+- torchattacks' DeepFool loops over images one at a time, with one backward pass per class per
+  image and step (under 1 image/s on 2 CPU cores). ``BatchedDeepFool`` runs the same iteration
+  for the whole batch at once: one backward pass per class per step. Per image the arithmetic is
+  torchattacks' (tested to match).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torchattacks
 from torch import Tensor, nn
 
-from pipeline.attacks.params import ATTACK_PARAMS
-from pipeline.attacks.ssah import SSAH
-from pipeline.errors import PipelineError
 
+class TargetedJSMA(torchattacks.JSMA):
+    """torchattacks' JSMA, targeted at ``target`` (``runner_up`` or ``next``, see ``jsma_targets``),
+    with its Jacobian on the model's device, a leaner saliency map (same values, same choice of
+    pixels), safe for non-contiguous inputs."""
 
-class _JSMA(torchattacks.JSMA):
-    """torchattacks' JSMA with its Jacobian on the model's device, a leaner saliency map (same
-    values, same choice of pixels), safe for non-contiguous inputs."""
+    def __init__(self, model: nn.Module, theta: float = 1.0, gamma: float = 0.1, target: str = "runner_up"):
+        super().__init__(model, theta=theta, gamma=gamma)
+        self.set_mode_targeted_by_function(jsma_targets(target, model), quiet=True)
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
         return super().forward(images.contiguous(), labels)
@@ -61,7 +60,7 @@ class _JSMA(torchattacks.JSMA):
         return torch.stack(rows)
 
 
-class _BatchedDeepFool(torchattacks.DeepFool):
+class BatchedDeepFool(torchattacks.DeepFool):
     """torchattacks' DeepFool update, computed for all still-correct images of a batch together."""
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
@@ -94,7 +93,7 @@ class _BatchedDeepFool(torchattacks.DeepFool):
         return adv.detach()
 
 
-def jsma_targets(rule: str, model: nn.Module, num_classes: int) -> Callable[[Tensor, Tensor], Tensor]:
+def jsma_targets(rule: str, model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
     """Target classes for untargeted JSMA: the runner-up class, or the next class index."""
 
     def runner_up(images: Tensor, labels: Tensor) -> Tensor:
@@ -104,36 +103,8 @@ def jsma_targets(rule: str, model: nn.Module, num_classes: int) -> Callable[[Ten
         return logits.argmax(1)
 
     def next_class(images: Tensor, labels: Tensor) -> Tensor:
-        return (labels + 1) % num_classes
+        with torch.no_grad():
+            classes = model(images[:1]).shape[1]
+        return (labels + 1) % classes
 
     return {"runner_up": runner_up, "next": next_class}[rule]
-
-
-def _jsma(model: nn.Module, p: Any, num_classes: int) -> torchattacks.Attack:
-    attack = _JSMA(model, theta=p.theta, gamma=p.gamma)
-    attack.set_mode_targeted_by_function(jsma_targets(p.target, model, num_classes), quiet=True)
-    return attack
-
-
-BUILDERS: dict[str, Callable[[nn.Module, Any, int], torchattacks.Attack]] = {
-    "fgsm": lambda m, p, n: torchattacks.FGSM(m, eps=p.eps),
-    "pgd": lambda m, p, n: torchattacks.PGD(m, eps=p.eps, alpha=p.alpha, steps=p.steps,
-                                            random_start=p.random_start),
-    "ssah": lambda m, p, n: SSAH(m, steps=p.steps, alpha=p.alpha, m=p.m, sim_weight=p.sim_weight,
-                                 lambda_lf=p.lambda_lf),
-    "deepfool": lambda m, p, n: _BatchedDeepFool(m, steps=p.steps, overshoot=p.overshoot),
-    "bim": lambda m, p, n: torchattacks.BIM(m, eps=p.eps, alpha=p.alpha, steps=p.steps),
-    "cw": lambda m, p, n: torchattacks.CW(m, c=p.c, kappa=p.kappa, steps=p.steps, lr=p.lr),
-    "jsma": _jsma,
-}
-assert set(BUILDERS) == set(ATTACK_PARAMS)
-
-
-def build_attack(name: str, model: nn.Module, params: Any, num_classes: int) -> torchattacks.Attack:
-    """An attack on ``model`` with its parameters (a dataclass of ``ATTACK_PARAMS[name]`` or a dict)."""
-    if name not in BUILDERS:
-        raise PipelineError(f"unknown attack {name!r} (known: {', '.join(BUILDERS)})")
-    if isinstance(params, dict):
-        params = ATTACK_PARAMS[name](**params)
-    return BUILDERS[name](model, params, num_classes)
-

@@ -1,4 +1,4 @@
-"""``pipeline bench``: print the benchmarks of ``pipeline.bench`` as one table (and maybe JSON)."""
+"""``pipeline bench``: print the benchmarks of ``pipeline.tools.bench`` as one table (and maybe JSON)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 from pipeline.cli_common import Session, fail_cleanly
 
 if TYPE_CHECKING:
-    from pipeline.bench import Result
+    from pipeline.tools.bench import Result
 
 _COLUMNS = ("benchmark", "ours", "reference", "ratio", "target", "result", "note")
 
@@ -73,12 +73,11 @@ def bench(ctx: click.Context, config_name: str, only: tuple[str, ...], repeat: i
     Uses a temporary artifact root unless `pipeline --artifacts DIR bench` names one (tasks it
     measures are rebuilt there, as with --force).
     """
-    from pipeline.bench import run_benchmarks
+    from pipeline.tools.bench import run_benchmarks
 
     session: Session = ctx.obj
-    explicit = ctx.parent.params.get("artifacts") if ctx.parent else None
     started = time.perf_counter()
-    info, rows = run_benchmarks(config_name, session.store.root if explicit else None, only, repeat,
+    info, rows = run_benchmarks(config_name, session.store.root if session.artifacts else None, only, repeat,
                                 log=lambda line: click.echo(line, err=True))
     seconds = time.perf_counter() - started
     click.echo(_machine_line(info))

@@ -1,4 +1,4 @@
-"""The model variants a run trains: the paper's setting, and the ablation points of Figs. 4 and 5.
+"""The recovery-model settings a run trains: the paper's setting, and the ablation points of Figs. 4-5.
 
 A variant fixes the CAE and the AAE settings. ``main`` is the config as given; the ablations vary
 λ1 (CAE KL weight), λ2 (AAE KL weight), and the depths N_CAE, N_AAE. Widths for a depth follow
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+
 def cae_widths(depth: int, first: int, latent: int) -> list[int]:
     """Geometric ladder ``first`` -> ``latent`` over ``depth`` layers."""
     return [int(round(first * (latent / first) ** (i / (depth - 1)))) for i in range(depth)]
@@ -28,6 +29,8 @@ def aae_widths(depth: int, first: int, latent: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Variant:
+    """One setting of the CAE and AAE sections; ``main`` is the config as given."""
+
     name: str
     cae: dict[str, Any]  # the cae config section, as a dict
     aae: dict[str, Any]  # the aae config section, as a dict
@@ -57,12 +60,3 @@ def variants(cfg: Mapping[str, Any], ablations: bool) -> list[Variant]:
                     _with(aae, widths=aae_widths(na, aae["arch"]["widths"][0], latent)), "depth")
             for nc in sweep.cae_depths for na in sweep.aae_depths]
     return out
-
-
-def cae_task_id(variant: Variant, main: Variant) -> str:
-    """The train-cae task a variant uses: variants with the paper's CAE settings share ``main``."""
-    return "main" if variant.cae == main.cae else variant.name
-
-
-def aae_task_id(model: str, attack: str, variant: Variant) -> str:
-    return f"{model}/{attack}" if variant.name == "main" else f"{model}/{attack}/{variant.name}"

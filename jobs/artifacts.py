@@ -1,0 +1,210 @@
+"""The contract between steps: artifact file names, their loaders and the task ids steps share.
+
+A step reads another step's output only through this module; tools (``pipeline bench``, the README
+renderer) use it too. Torch and h5py are imported inside the loaders, so planning stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import AttackConfig, VictimConfig
+from pipeline.dag import Ref, Task
+from pipeline.data.shards import ShardSet
+from pipeline.errors import PipelineError
+from pipeline.store import Artifact, sha256_file
+
+if TYPE_CHECKING:
+    from jobs.variants import Variant
+
+# sample
+SAMPLE_INDEX, SAMPLE_MANIFEST = "index.json", "manifest.json"
+# train-victim
+VICTIM_WEIGHTS, VICTIM_META = "victim.pt", "victim.json"
+# attack
+ADVERSARIAL = "adv.h5"
+# train-cae, train-aae
+MODEL_WEIGHTS, MODEL_META, HISTORY = "model.pt", "model.json", "history.csv"
+# evaluate
+PER_IMAGE, EXAMPLES = "per_image.csv", "examples.h5"
+
+ADV_INPUT = "adv-"  # prefix of the input names under which a task reads the shards of one attack
+CLEAN = "clean"  # the test set of clean images, beside the attacks
+
+
+# ---------------------------------------------------------------- sample
+
+
+def victim_split(role: str) -> str:
+    """Name of the split a role's victim is trained on."""
+    return f"{role}_victim"
+
+
+def split_shards(sample: Artifact, split: str) -> ShardSet:
+    """The shards of one split of a ``sample`` artifact, readable as one array."""
+    index = json.loads(sample.file(SAMPLE_INDEX).read_text())
+    if split not in index["splits"]:
+        raise PipelineError(f"sample artifact {sample.path} has no split {split!r}")
+    shards = index["splits"][split]["shards"]
+    return ShardSet([sample.file(s["file"]) for s in shards], [s["count"] for s in shards])
+
+
+def read_split(sample: Artifact, split: str, names: Sequence[str] = ("images",)) -> dict[str, np.ndarray]:
+    """Every row of one split: ``images`` (uint8 N x 3 x S x S), ``labels`` (-1 when unlabelled)."""
+    shards = split_shards(sample, split)
+    return shards.read(0, len(shards), names)
+
+
+def classes(sample: Artifact) -> list[str] | None:
+    return json.loads(sample.file(SAMPLE_INDEX).read_text())["classes"]
+
+
+def manifest_sha256(sample: Artifact) -> str:
+    """The sha256 of the data manifest a ``sample`` artifact wrote (which images, from which files)."""
+    return sample.manifest["files"][SAMPLE_MANIFEST]["sha256"]
+
+
+# ---------------------------------------------------------------- victims
+
+
+def victim_task_parts(role: str, victim: VictimConfig) -> tuple[dict[str, Any], dict[str, Ref]]:
+    """Config values and inputs that pin a role's victim: its weights file, or its train-victim task."""
+    if victim.weights is None:
+        return {"victim": role}, {"victim": Ref("train-victim", role)}
+    path = Path(victim.weights).expanduser().absolute()
+    digest = sha256_file(path) if path.is_file() else "missing"
+    return {"victim": {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path),
+                       "sha256": digest}}, {}
+
+
+def load_victim(inputs: Mapping[str, Artifact], task_victim: Any, device):
+    """The victim a task was planned with (see ``victim_task_parts``), in eval mode."""
+    from pipeline.victims import load_victim as load
+
+    if isinstance(task_victim, dict):
+        return load(task_victim["arch"], task_victim["num_classes"], Path(task_victim["weights"]), device)
+    artifact = inputs["victim"]
+    meta = json.loads(artifact.file(VICTIM_META).read_text())
+    return load(meta["arch"], meta["num_classes"], artifact.file(VICTIM_WEIGHTS), device)
+
+
+# ---------------------------------------------------------------- attacks
+
+
+def shard_ranges(count: int, attack: str, cfg: AttackConfig) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` rows of a role attacked by one attack, shard by shard."""
+    limits = cfg.limits_of(attack)
+    total = min(count, limits.max_images or count)
+    size = limits.shard_size or cfg.shard_size
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def attack_task_id(role: str, attack: str, start: int) -> str:
+    return f"{role}/{attack}/{start:06d}"
+
+
+def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str], dict[str, Ref]]:
+    """Per (role, attack): the inputs naming every shard of that attack on that role."""
+    refs: dict[tuple[str, str], dict[str, Ref]] = {}
+    for t in attack_tasks:
+        refs.setdefault((t.config["role"], t.config["attack"]), {})[f"{ADV_INPUT}{t.config['start']:06d}"] = \
+            Ref("attack", t.id)
+    return refs
+
+
+def read_adversarial(inputs: Mapping[str, Artifact],
+                     names: Sequence[str] = ("images", "rows")) -> dict[str, np.ndarray]:
+    """The adversarial shards among a task's inputs, concatenated in row order."""
+    from pipeline.data.shards import read_shard
+
+    shards = [read_shard(inputs[name].file(ADVERSARIAL), names) for name in sorted(inputs)
+              if name.startswith(ADV_INPUT)]
+    return {name: np.concatenate([s[name] for s in shards]) for name in names}
+
+
+def adversarial_paths(inputs: Mapping[str, Artifact]) -> list[Path]:
+    return [inputs[name].file(ADVERSARIAL) for name in sorted(inputs) if name.startswith(ADV_INPUT)]
+
+
+def unseen_pairs(attacks: Sequence[str], seed: int) -> dict[str, str]:
+    """For each test attack, the training attack of the unseen protocol: a seeded random other one."""
+    rng = np.random.default_rng(seed)
+    pairs = {}
+    for test in attacks:
+        others = [a for a in attacks if a != test]
+        pairs[test] = others[int(rng.integers(len(others)))] if others else test
+    return pairs
+
+
+# ---------------------------------------------------------------- recovery models
+
+
+def cae_task_id(variant: Variant, main: Variant) -> str:
+    """The train-cae task a variant uses: variants with the main CAE settings share ``main``."""
+    return "main" if variant.cae == main.cae else variant.name
+
+
+def train_task_id(method: str, attack: str, variant: str) -> str:
+    """The train-aae task of one method's model for one training attack and model variant."""
+    return f"{method}/{attack}" if variant == "main" else f"{method}/{attack}/{variant}"
+
+
+def eval_task_id(method: str, train: str | None, test: str, variant: str) -> str:
+    return f"{method}/{train or '-'}/{test}" + ("" if variant == "main" else f"/{variant}")
+
+
+def save_model(out: Path, model, image_shape: Sequence[int], arch: Mapping[str, Any]) -> None:
+    """Write a trained recovery model (weights and what rebuilds it) into an artifact directory."""
+    import torch
+
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / MODEL_WEIGHTS)
+    (out / MODEL_META).write_text(json.dumps({"image_shape": list(image_shape), "arch": dict(arch)}, indent=1))
+
+
+def load_model(artifact: Artifact, device):
+    """A trained recovery model from a train-cae / train-aae artifact, in eval mode."""
+    import torch
+
+    from pipeline.models import build_model
+
+    meta = json.loads(artifact.file(MODEL_META).read_text())
+    model = build_model(tuple(meta["image_shape"]), meta["arch"])
+    try:
+        model.load_state_dict(torch.load(artifact.file(MODEL_WEIGHTS), map_location="cpu", weights_only=True))
+    except Exception as err:
+        raise PipelineError(f"model file {artifact.file(MODEL_WEIGHTS)} cannot be loaded: {err}") from None
+    return model.to(device).eval()
+
+
+def image_shape(sample_cfg) -> tuple[int, int, int]:
+    return (3, sample_cfg.image_size, sample_cfg.image_size)
+
+
+# ---------------------------------------------------------------- results
+
+
+def results_dir(template: str, config_name: str) -> Path:
+    return Path(template.format(name=config_name))
+
+
+def export_tree(src: Path, dst: Path) -> None:
+    """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(src, tmp)
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+    if dst.exists():
+        os.rename(dst, old)
+    os.rename(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,19 @@
+"""Learned baselines: the CAE alone (a MagNet-style reformer), a plain AE trained on adversarial
+images only (the paper's Fig. 7 baseline) and a supervised denoising AE trained on pairs."""
+
+from __future__ import annotations
+
+from pipeline.methods import MethodSpec, Training
+
+
+def autoencode(model):
+    """Recovery by the model's own reconstruction D(E(x)), from the latent mean."""
+    return lambda x: model.decode(model.encode(x)[0])
+
+
+CAE = MethodSpec("cae", "CAE alone (reformer)", "learned", lambda models, p: autoencode(models["cae"]),
+                 uses_cae=True)
+PLAIN_AE = MethodSpec("plain_ae", "Plain AE (Fig. 7 baseline)", "learned",
+                      lambda models, p: autoencode(models["model"]), training=Training("vae"), figure=True)
+PAIRED_DAE = MethodSpec("paired_dae", "Paired denoising AE (supervised)", "learned",
+                        lambda models, p: autoencode(models["model"]), training=Training("vae", target="clean"))

@@ -1,0 +1,1 @@
+"""Tools around the pipeline, not part of it: ``pipeline bench`` and the README renderer."""

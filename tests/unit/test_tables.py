@@ -1,0 +1,92 @@
+"""Tables II-III from hand-made per-image frames: cells, Avg, the identity row, LaTeX, paper rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.paper_results import TABLE_II, reported_cells
+from pipeline.tables import CLEAN, Evaluations, Row, detection_table, latex_escape, table, write_tables
+
+pytestmark = pytest.mark.unit
+
+TITLES = {"fgsm": "FGSM", "pgd": "PGD", "ssah": "SSAH", "deepfool": "DeepFool", "bim": "BIM", "cw": "CW",
+          "jsma": "JSMA"}
+
+
+def _frame(accuracy: list[float], score: float) -> pd.DataFrame:
+    """Per-image metrics as evaluate writes them (the other metrics constant)."""
+    n = len(accuracy)
+    constant = {m: np.full(n, 0.5) for m in ("label_accuracy", "pixel_rate", "psnr", "ssim")}
+    return pd.DataFrame({"recovery_accuracy": accuracy, **constant, "detection_score": np.full(n, score)})
+
+
+def _evaluations(attacks: list[str]) -> Evaluations:
+    """Identity: recovers ``k/4`` of the images of the k-th attack; a trained row per attack: all."""
+    rows = [Row("identity", "Identity (no defence)", False), Row("net", "Net_1 & 50% {x}", True)]
+    frames = {("identity", None, CLEAN): _frame([1, 1, 1, 1], 0.0)}
+    for k, attack in enumerate(attacks):
+        frames[("identity", None, attack)] = _frame([1] * k + [0] * (4 - k), 0.0)
+        frames[("net", attack, CLEAN)] = _frame([1, 1, 0, 0], 1.0)
+        frames[("net", attack, attack)] = _frame([1, 1, 1, 1], 2.0)
+    unseen = {a: attacks[(i + 1) % len(attacks)] for i, a in enumerate(attacks)}
+    for test, train in unseen.items():
+        frames[("net", train, test)] = _frame([0, 0, 0, 1], 2.0)
+    return Evaluations(frames, rows, {a: TITLES[a] for a in attacks}, unseen, {"config": "unit"})
+
+
+def test_cells_avg_and_the_identity_row():
+    ev = _evaluations(["fgsm", "pgd", "cw"])
+    seen = table(ev, "seen", "recovery_accuracy", resamples=50, seed=0).set_index("method")
+    assert list(seen.loc["identity", ["clean", "fgsm", "pgd", "cw"]]) == [100, 0, 25, 50]
+    assert seen.loc["identity", "avg"] == pytest.approx(175 / 4)
+    assert list(seen.loc["net", ["clean", "fgsm", "pgd", "cw"]]) == [50, 100, 100, 100]  # clean: every model
+    assert seen.loc["net", "clean_n"] == 12 and seen.loc["net", "title"] == "Net_1 & 50% {x}"
+    unseen = table(ev, "unseen", "recovery_accuracy", resamples=50, seed=0).set_index("method")
+    assert list(unseen.loc["net", ["fgsm", "pgd", "cw"]]) == [25, 25, 25]  # the partner's model
+    assert unseen.loc["identity", "pgd"] == seen.loc["identity", "pgd"]  # nothing trained, nothing differs
+    assert seen.loc["identity", "pgd_ci_low"] <= 25 <= seen.loc["identity", "pgd_ci_high"]
+    detection = detection_table(ev, "seen").set_index("method")
+    assert detection.loc["net", "fgsm"] == 1.0 and detection.loc["identity", "fgsm"] == 0.5
+
+
+def test_latex_escapes_titles():
+    assert latex_escape("Net_1 & 50% {x} #2 $y ~ ^ \\") == \
+        r"Net\_1 \& 50\% \{x\} \#2 \$y \textasciitilde{} \textasciicircum{} \textbackslash{}"
+
+
+def _reported(tex: str) -> dict[str, list[str]]:
+    body = tex.split("Reported in the paper")[1].split(r"\bottomrule")[0]
+    cells = [line.removesuffix(r" \\").split(" & ") for line in body.splitlines()[1:] if " & " in line]
+    return {row[0]: row[1:] for row in cells}
+
+
+@pytest.mark.parametrize("attacks", [["pgd", "fgsm"], ["jsma", "cw", "bim", "deepfool", "ssah", "pgd", "fgsm"],
+                                     ["fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma"]])
+def test_paper_rows_sit_under_their_own_attack_whatever_the_order_or_subset(tmp_path, attacks):
+    config = load_config("smoke", [f"attack.names=[{', '.join(attacks)}]"])
+    assert config.attack.names == attacks
+    write_tables(_evaluations(attacks), tmp_path, resamples=10, seed=0)
+    tex = (tmp_path / "table_ii_seen_recovery_accuracy.tex").read_text()
+    header = next(line for line in tex.splitlines() if line.startswith("Method & "))
+    assert header == "Method & " + " & ".join(["Clean", *(TITLES[a] for a in attacks), "Avg"]) + r" \\"
+    ours = _reported(tex)["Ours (paper)"]
+    assert len(ours) == len(attacks) + 2
+    expected = [f"{TABLE_II['Ours (paper)'][c]:.1f}" for c in ["clean", *attacks]]
+    assert ours[:-1] == expected
+    assert ours[-1] == ("72.3" if len(attacks) == 7 else "--")  # the paper's Avg averages all eight columns
+
+
+def test_reported_cells_leave_unknown_columns_empty():
+    cells = reported_cells(TABLE_II["RR [22]"], ["clean", "pgd", "blur_attack", "avg"])
+    assert cells[:2] == [86.5, 79.0] and all(np.isnan(cells[2:]))
+
+
+def test_csv_files_carry_provenance_and_titles(tmp_path):
+    written = write_tables(_evaluations(["fgsm", "pgd"]), tmp_path, resamples=10, seed=0)
+    assert len(written) == 2 * (5 + 1) * 2  # II and III: five metrics and detection, CSV and LaTeX
+    csv = (tmp_path / "table_iii_unseen_recovery_accuracy.csv").read_text().splitlines()
+    assert csv[0].startswith("# Table III") and csv[1] == "# config: unit" and "fgsm<-pgd" in csv[4]
+    assert "Net\\_1 \\& 50\\% \\{x\\}" in (tmp_path / "table_ii_seen_psnr.tex").read_text()
