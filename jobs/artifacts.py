@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +21,6 @@ from pipeline.dag import Ref, Task
 from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
 from pipeline.store import Artifact, sha256_file
-
-if TYPE_CHECKING:
-    from jobs.variants import Variant
 
 # sample
 SAMPLE_INDEX, SAMPLE_MANIFEST = "index.json", "manifest.json"
@@ -147,18 +144,24 @@ def unseen_pairs(attacks: Sequence[str], seed: int) -> dict[str, str]:
 # ---------------------------------------------------------------- recovery models
 
 
-def cae_task_id(variant: Variant, main: Variant) -> str:
-    """The train-cae task a variant uses: variants with the main CAE settings share ``main``."""
-    return "main" if variant.cae == main.cae else variant.name
+def seeded(task_id: str, seed: int) -> str:
+    """A learned model's task id for one training seed (seed 0 keeps the plain id)."""
+    return task_id if seed == 0 else f"{task_id}/s{seed}"
 
 
-def train_task_id(method: str, attack: str, variant: str) -> str:
-    """The train-aae task of one method's model for one training attack and model variant."""
-    return f"{method}/{attack}" if variant == "main" else f"{method}/{attack}/{variant}"
+def row_id(method: str, row: str | None) -> str:
+    """A table row: a method, or a method under one of its ``aae.variants``."""
+    return method if row is None else f"{method}+{row}"
 
 
-def eval_task_id(method: str, train: str | None, test: str, variant: str) -> str:
-    return f"{method}/{train or '-'}/{test}" + ("" if variant == "main" else f"/{variant}")
+def train_task_id(row: str, attack: str, point: str | None, seed: int) -> str:
+    """The train-aae task of one row's model for one training attack (and ablation point, seed)."""
+    return seeded(f"{row}/{attack}" + (f"/{point}" if point else ""), seed)
+
+
+def eval_task_id(row: str, train: str | None, test: str, point: str | None, seed: int | None) -> str:
+    task_id = f"{row}/{train or '-'}/{test}" + (f"/{point}" if point else "")
+    return task_id if seed is None else seeded(task_id, seed)
 
 
 def save_model(out: Path, model, image_shape: Sequence[int], arch: Mapping[str, Any]) -> None:

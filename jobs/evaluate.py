@@ -7,7 +7,8 @@ few images for figures (``examples.h5``).
 
 Methods trained per attack (``MethodSpec.training``) are evaluated with the model of attack a on a
 (Table II, seen), on the attack b whose seeded random partner is a (Table III, unseen), and on
-clean images (the Clean column and the detection negatives).
+clean images (the Clean column and the detection negatives); learned methods once per training
+seed, and for each of their rows (``aae.variants``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.artifacts import CLEAN, EXAMPLES, PER_IMAGE, adversarial_refs, cae_task_id, eval_task_id, load_model, \
-    load_victim, read_adversarial, split_shards, train_task_id, unseen_pairs, victim_task_parts
+from jobs.artifacts import CLEAN, EXAMPLES, PER_IMAGE, adversarial_refs, eval_task_id, load_model, load_victim, \
+    read_adversarial, row_id, seeded, split_shards, train_task_id, unseen_pairs, victim_task_parts
 from jobs.variants import Variant, variants
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.data.shards import write_shard
@@ -27,41 +28,47 @@ from pipeline.methods import METHODS, MethodSpec
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
-    ev, attacks = cfg["evaluate"], cfg["attack"].names
+    ev, attacks, seeds = cfg["evaluate"], cfg["attack"].names, cfg["seeds"]
     victim_config, victim_inputs = victim_task_parts("test", cfg["victim"].test)
     dataset = cfg["sample"].roles.test.dataset
     pairs = unseen_pairs(attacks, ev.unseen_seed)
-    all_variants = variants(cfg, ablations=True)
-    main = all_variants[0]
     shards = adversarial_refs(upstream["attack"])
 
-    def task(spec: MethodSpec, train: str | None, test: str, variant: Variant) -> Task:
+    def task(spec: MethodSpec, variant: Variant, train: str | None, test: str, seed: int | None) -> Task:
+        row = row_id(spec.name, variant.row)
         inputs = {"clean": Ref("sample", dataset), **victim_inputs}
         if spec.uses_cae:
-            inputs["cae"] = Ref("train-cae", cae_task_id(variant, main))
+            inputs["cae"] = Ref("train-cae", seeded(variant.cae_id, seed))
         if spec.training:
-            inputs["model"] = Ref("train-aae", train_task_id(spec.name, train, variant.name))
+            inputs["model"] = Ref("train-aae", train_task_id(row, train, variant.point, seed))
         if test != CLEAN:
             inputs.update(shards[("test", test)])
         params = getattr(ev.params, spec.name, None)
-        config = {"method": spec.name, "train_attack": train, "test": test, "variant": variant.name,
-                  "params": asdict(params) if params is not None else None, "tolerance": ev.tolerance,
-                  "batch_size": ev.batch_size, "keep_images": ev.keep_images, **victim_config}
-        return Task("evaluate", eval_task_id(spec.name, train, test, variant.name), config, inputs,
-                    group="main" if variant is main else "ablations")
+        config = {"method": spec.name, "row": row, "train_attack": train, "test": test, "point": variant.point,
+                  "seed": seed, "params": asdict(params) if params is not None else None,
+                  "tolerance": ev.tolerance, "batch_size": ev.batch_size, "keep_images": ev.keep_images,
+                  **victim_config}
+        return Task("evaluate", eval_task_id(row, train, test, variant.point, seed), config, inputs,
+                    group=variant.group)
 
     out = []
+    all_variants = variants(cfg, ablations=True)
     for spec in (METHODS[m] for m in ev.methods):
-        if spec.per_attack:
-            for train in attacks:
-                tests = [CLEAN, train] + [b for b in attacks if pairs[b] == train and b != train]
-                out += [task(spec, train, test, main) for test in tests]
-        else:
-            out += [task(spec, None, test, main) for test in [CLEAN, *attacks]]
+        learned = spec.training is not None or spec.uses_cae
+        for variant in all_variants:
+            if variant.point is not None or (variant.row is not None and not spec.variants):
+                continue
+            for seed in seeds if learned else [None]:
+                if spec.per_attack:
+                    for train in attacks:
+                        tests = [CLEAN, train] + [b for b in attacks if pairs[b] == train and b != train]
+                        out += [task(spec, variant, train, test, seed) for test in tests]
+                else:
+                    out += [task(spec, variant, None, test, seed) for test in [CLEAN, *attacks]]
     ablation_attacks = [a for a in cfg["ablation"].attacks if a in attacks]
     for spec in (METHODS[m] for m in ev.methods if METHODS[m].variants):
-        for variant in all_variants[1:]:
-            out += [task(spec, a, a, variant) for a in ablation_attacks]
+        out += [task(spec, variant, a, a, seeds[0]) for variant in all_variants if variant.point is not None
+                for a in ablation_attacks]
     return out
 
 
@@ -122,9 +129,9 @@ def run(ctx, task: Task) -> None:
 
 STEP = Step(
     name="evaluate",
-    version=2,
+    version=3,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae"),
-    reads=("evaluate", "attack", "victim", "sample", "cae", "aae", "ablation"),
+    reads=("evaluate", "attack", "victim", "sample", "cae", "aae", "ablation", "seeds"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="02:00:00"),
     tasks=tasks,
     run=run,

@@ -8,14 +8,28 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs.artifacts import EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, results_dir, \
-    unseen_pairs
+from jobs.artifacts import EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, \
+    results_dir, row_id, unseen_pairs
+from jobs.variants import describe
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.config import ROLES
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.methods import METHODS
 
-CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves
+CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves and the sanity table
+
+
+def table_rows(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the tables: every method of ``evaluate.methods``, and each of a method's
+    ``aae.variants`` (titled with its settings, "not in the paper") after it."""
+    rows = []
+    for spec in (METHODS[m] for m in cfg["evaluate"].methods):
+        seeds = list(cfg["seeds"]) if spec.training is not None or spec.uses_cae else [None]
+        rows.append({"id": spec.name, "title": spec.title, "per_attack": spec.per_attack, "seeds": seeds})
+        for name, overrides in cfg["aae"].variants.items() if spec.variants else ():
+            title = f"{spec.title.split(' (')[0]} + {name}: {describe(overrides)} (not in the paper)"
+            rows.append({"id": row_id(spec.name, name), "title": title, "per_attack": spec.per_attack, "seeds": seeds})
+    return rows
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -27,12 +41,11 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     inputs.update({f"victim:{t.id}": Ref("train-victim", t.id) for t in upstream["train-victim"]})
     inputs.update({f"trained:{t.id}": Ref(t.step, t.id) for step in ("train-cae", "train-aae")
                    for t in upstream[step] if t.group == "main"})
-    specs = [METHODS[m] for m in ev.methods]
-    config = {"config_name": cfg["name"], "attacks": {a: ATTACKS[a].title for a in attacks},
-              "rows": [{"id": s.name, "title": s.title, "per_attack": s.per_attack} for s in specs],
-              "figure": [s.name for s in specs if s.figure],
-              "models": {"cae": CAE_TITLE, **{s.name: s.title for s in specs if s.training}},
-              "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
+    rows = table_rows(cfg)
+    config = {"config_name": cfg["name"], "attacks": {a: ATTACKS[a].title for a in attacks}, "rows": rows,
+              "figure": [m for m in ev.methods if METHODS[m].figure],
+              "models": {"cae": CAE_TITLE, **{r["id"]: r["title"] for r in rows if r["per_attack"]}},
+              "seeds": cfg["seeds"], "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
               "bootstrap_seed": tables.bootstrap_seed, "figure_images": tables.figure_images,
               "out_dir": tables.out_dir}
     return [Task("tabulate", "tables", config, inputs)]
@@ -44,16 +57,19 @@ def load_evaluations(ctx, c: dict):
 
     from pipeline.tables import Evaluations, Row
 
-    frames, commits = {}, set()
+    frames, commits, runtimes = {}, set(), set()
     for name, artifact in ctx.inputs.items():
         if name.startswith("eval:"):
             t = artifact.manifest["config"]
-            frames[(t["method"], t["train_attack"], t["test"])] = pd.read_csv(artifact.file(PER_IMAGE))
+            frames[(t["row"], t["train_attack"], t["test"], t["seed"])] = pd.read_csv(artifact.file(PER_IMAGE))
             commits.add(str(artifact.manifest["code"]["git_commit"]))
+            runtimes.add(json.dumps(artifact.manifest.get("runtime"), sort_keys=True))
     manifests = {name.split(":", 1)[1]: manifest_sha256(a) for name, a in ctx.inputs.items()
                  if name.startswith("sample:")}
-    return Evaluations(frames, [Row(**r) for r in c["rows"]], c["attacks"], c["unseen"],
-                       {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests})
+    rows = [Row(r["id"], r["title"], r["per_attack"], tuple(r["seeds"])) for r in c["rows"]]
+    provenance = {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests,
+                  "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)]}
+    return Evaluations(frames, rows, c["attacks"], c["unseen"], provenance)
 
 
 def run(ctx, task: Task) -> None:
@@ -71,8 +87,9 @@ def run(ctx, task: Task) -> None:
     figures.detection_bars([row.title for row in ev.rows], seen["avg"], unseen["avg"], out / "fig6_detection.png")
     titles = {row.id: row.title.split(" (")[0] for row in ev.rows}
     rows = []
+    first_seed = c["seeds"][0]
     for attack in ev.attacks if c["figure"] else []:
-        examples = {m: read_shard(ctx.input(f"eval:{eval_task_id(m, attack, attack, 'main')}").file(EXAMPLES))
+        examples = {m: read_shard(ctx.input(f"eval:{eval_task_id(m, attack, attack, None, first_seed)}").file(EXAMPLES))
                     for m in c["figure"]}
         first = examples[c["figure"][0]]
         for i in range(min(c["figure_images"], len(first["rows"]))):
@@ -81,7 +98,8 @@ def run(ctx, task: Task) -> None:
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
     _write_attack_summaries(ctx, out)
-    _write_training_curves(ctx, out, c["models"], ["clean", *c["attacks"]])
+    _write_training_sanity(ctx, out)
+    _write_training_curves(ctx, out, c["models"], ["clean", *c["attacks"]], first_seed)
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
     export_tree(out, results_dir(c["out_dir"], c["config_name"]))
@@ -106,19 +124,44 @@ def _write_attack_summaries(ctx, out) -> None:
     totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
 
 
-def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list[str]) -> None:
-    """``training_losses.csv`` (every loss term per epoch of every main recovery model) and
-    ``fig_training.png`` (the total loss per epoch, one panel per model, one line per training data);
-    ``models`` maps each model (``cae``, or a trained method) to its title, in panel order."""
+def _trained(ctx) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, training data, manifest) of every trained recovery model read: ``cae`` on ``clean``
+    images, or a table row's model on an attack's."""
+    out = []
+    for name, artifact in sorted(ctx.inputs.items()):
+        if name.startswith("trained:"):
+            config = artifact.manifest["config"]
+            out.append((config.get("row", "cae"), config.get("attack", "clean"), artifact))
+    return out
+
+
+def _write_training_sanity(ctx, out) -> None:
+    """``training_sanity.csv``: each trained model's PSNR on held-out images of its own training data
+    (its objective; the AAE's cycle, and D_CAE(E_AAE(x)) against x) beside a constant image's."""
+    import pandas as pd
+
+    rows = []
+    for model, data, artifact in _trained(ctx):
+        summary = artifact.summary
+        held = summary["heldout"]
+        rows.append({"model": model, "data": data, "seed": summary["seed"], "epochs": summary["epochs"],
+                     "steps": summary["steps"], "images": summary["images"], "heldout": held["n"],
+                     "heldout_psnr": held.get("objective"), "recovered_psnr": held.get("recovered"),
+                     "constant_psnr": held.get("constant")})
+    pd.DataFrame(rows).to_csv(out / "training_sanity.csv", index=False, float_format="%.3f")
+
+
+def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list[str], seed: int) -> None:
+    """``training_losses.csv`` (every loss term per epoch of every main recovery model, training seed
+    ``seed``) and ``fig_training.png`` (the total loss per epoch, one panel per model, one line per
+    training data); ``models`` maps each model (``cae``, or a table row) to its title, in panel order."""
     import pandas as pd
 
     from pipeline import figures
 
     frames = {}
-    for name, artifact in ctx.inputs.items():
-        if name.startswith("trained:"):
-            model = artifact.manifest["config"].get("method", "cae")
-            attack = artifact.manifest["config"].get("attack", "clean")
+    for model, attack, artifact in _trained(ctx):
+        if artifact.summary["seed"] == seed:
             curve = pd.read_csv(artifact.file(HISTORY)).drop(columns="lr")
             frames[(list(models).index(model), data_order.index(attack))] = \
                 curve.melt(id_vars="epoch", var_name="term", value_name="loss").assign(model=model, attack=attack)
@@ -126,16 +169,16 @@ def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list
     curves.to_csv(out / "training_losses.csv", index=False, float_format="%.6g")
     totals = curves[curves["term"] == "total"]
     panels = {models[model]: {attack: list(zip(g["epoch"], g["loss"]))
-                                    for attack, g in by_model.groupby("attack", sort=False)}
+                              for attack, g in by_model.groupby("attack", sort=False)}
               for model, by_model in totals.groupby("model", sort=False)}
     figures.training_curves(panels, out / "fig_training.png")
 
 
 STEP = Step(
     name="tabulate",
-    version=3,
+    version=4,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae", "evaluate"),
-    reads=("tables", "evaluate", "attack", "sample", "name"),
+    reads=("tables", "evaluate", "attack", "sample", "aae", "seeds", "name"),
     resources=Resources(cpus=2, mem="8G", time="01:00:00"),
     tasks=tasks,
     run=run,

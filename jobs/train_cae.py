@@ -5,39 +5,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs._training import train_and_save
-from jobs.artifacts import cae_task_id, image_shape, read_split
+from jobs._training import report, train_and_save
+from jobs.artifacts import image_shape, read_split, seeded
 from jobs.variants import variants
 from pipeline.dag import Ref, Resources, Step, Task
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
+    """One CAE per training seed, and one per CAE setting of the ablations (first seed only)."""
     dataset = cfg["sample"].roles.cae_train.dataset
-    all_variants = variants(cfg, ablations=True)
-    out, seen = [], set()
-    for variant in all_variants:
-        task_id = cae_task_id(variant, all_variants[0])
-        if task_id in seen:
-            continue
-        seen.add(task_id)
-        out.append(Task("train-cae", task_id, {"cae": variant.cae, "image_shape": image_shape(cfg["sample"])},
-                        {"data": Ref("sample", dataset)}, group="main" if task_id == "main" else "ablations"))
-    return out
+    settings = {v.cae_id: v.cae for v in variants(cfg, ablations=True)}
+    return [Task("train-cae", seeded(cae_id, seed),
+                 {"cae": cae, "seed": seed, "image_shape": image_shape(cfg["sample"])},
+                 {"data": Ref("sample", dataset)}, group="main" if cae_id == "main" else "ablations")
+            for cae_id, cae in settings.items() for seed in (cfg["seeds"] if cae_id == "main" else cfg["seeds"][:1])]
 
 
 def run(ctx, task: Task) -> None:
+    c = task.config
     images = read_split(ctx.input("data"), "cae_train")["images"]
-    train_and_save(ctx, "vae", task.config["cae"], tuple(task.config["image_shape"]), {"x": images})
+    train_and_save(ctx, "vae", c["cae"], c["seed"], tuple(c["image_shape"]), {"x": images})
 
 
 STEP = Step(
     name="train-cae",
-    version=1,
+    version=2,
     needs=("sample",),
-    reads=("cae", "aae", "ablation", "sample"),
+    reads=("cae", "aae", "ablation", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="24:00:00"),
     tasks=tasks,
     run=run,
+    report=report,
     checkpointable=True,
     description="the clean-image autoencoder (CAE), eq. 1",
 )

@@ -1,10 +1,13 @@
-"""The recovery-model settings a run trains: the paper's setting, and the ablation points of Figs. 4-5.
+"""The recovery-model settings a run trains: the config as given (``main``), its row variants
+(``aae.variants``: AAE settings not in the paper, each a row of the tables), and the ablation
+points of Figs. 4 and 5, swept for the paper's AAE and for the row variants ``ablation.variants``
+names.
 
-A variant fixes the CAE and the AAE settings. ``main`` is the config as given; the ablations vary
-λ1 (CAE KL weight), λ2 (AAE KL weight), and the depths N_CAE, N_AAE. Widths for a depth follow
-the paper's two ladders between the configured first width F and latent width L (paper: 512, 64):
-the CAE is geometric from F to L (N = 4 gives 512-256-128-64), the AAE has evenly spaced widths
-from 400/512·F down to 100/512·F between F and L (N = 6 gives 512-400-300-200-100-64).
+An ablation point varies λ1 (CAE KL weight), λ2 (AAE KL weight), or the depths N_CAE, N_AAE.
+Widths for a depth follow the paper's two ladders between the configured first width F and latent
+width L (paper: 512, 64): the CAE is geometric from F to L (N = 4 gives 512-256-128-64), the AAE has
+evenly spaced widths from 400/512·F down to 100/512·F between F and L (N = 6 gives
+512-400-300-200-100-64).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from pipeline.config import merge
 
 
 def cae_widths(depth: int, first: int, latent: int) -> list[int]:
@@ -29,12 +34,23 @@ def aae_widths(depth: int, first: int, latent: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One setting of the CAE and AAE sections; ``main`` is the config as given."""
+    """One setting of the CAE and AAE sections.
 
-    name: str
-    cae: dict[str, Any]  # the cae config section, as a dict
-    aae: dict[str, Any]  # the aae config section, as a dict
-    figure: str | None  # which ablation figure the variant is a point of
+    ``row``: the ``aae.variants`` entry it belongs to (None: the paper's AAE as written);
+    ``point``: its ablation point (e.g. ``lambda1=0.01``; None outside the ablations), plotted in
+    ``figure``; ``cae_id``: the train-cae task it uses (variants with equal CAE settings share one).
+    """
+
+    row: str | None
+    point: str | None
+    cae: dict[str, Any]
+    aae: dict[str, Any]
+    cae_id: str
+    figure: str | None = None
+
+    @property
+    def group(self) -> str:
+        return "main" if self.point is None else "ablations"
 
 
 def _with(section: dict[str, Any], lambda_kl: float | None = None, widths: list[int] | None = None) -> dict:
@@ -46,17 +62,39 @@ def _with(section: dict[str, Any], lambda_kl: float | None = None, widths: list[
     return out
 
 
-def variants(cfg: Mapping[str, Any], ablations: bool) -> list[Variant]:
-    """``main``, plus (with ``ablations``) every ablation point; names are unique."""
-    cae, aae = asdict(cfg["cae"]), asdict(cfg["aae"])
-    out = [Variant("main", cae, aae, None)]
-    if not ablations:
-        return out
-    sweep = cfg["ablation"]
-    out += [Variant(f"lambda1={v:g}", _with(cae, lambda_kl=v), aae, "lambda1") for v in sweep.lambdas]
-    out += [Variant(f"lambda2={v:g}", cae, _with(aae, lambda_kl=v), "lambda2") for v in sweep.lambdas]
+def _points(base: Variant, sweep: Any) -> list[Variant]:
+    """The ablation points of one row: λ1, λ2 and the depth grid around its settings."""
+    cae, aae = base.cae, base.aae
     first, latent = cae["arch"]["widths"][0], cae["arch"]["widths"][-1]
-    out += [Variant(f"depth={nc}x{na}", _with(cae, widths=cae_widths(nc, first, latent)),
-                    _with(aae, widths=aae_widths(na, aae["arch"]["widths"][0], latent)), "depth")
+    out = [Variant(base.row, f"lambda1={v:g}", _with(cae, lambda_kl=v), aae, f"lambda1={v:g}", "lambda1")
+           for v in sweep.lambdas]
+    out += [Variant(base.row, f"lambda2={v:g}", cae, _with(aae, lambda_kl=v), base.cae_id, "lambda2")
+            for v in sweep.lambdas]
+    out += [Variant(base.row, f"depth={nc}x{na}", _with(cae, widths=cae_widths(nc, first, latent)),
+                    _with(aae, widths=aae_widths(na, aae["arch"]["widths"][0], latent)), f"depth={nc}", "depth")
             for nc in sweep.cae_depths for na in sweep.aae_depths]
+    return [v if v.cae != base.cae else Variant(v.row, v.point, v.cae, v.aae, base.cae_id, v.figure) for v in out]
+
+
+def variants(cfg: Mapping[str, Any], ablations: bool) -> list[Variant]:
+    """``main``, the row variants, and (with ``ablations``) every ablation point of the swept rows."""
+    cae, aae = asdict(cfg["cae"]), asdict(cfg["aae"])
+    main = Variant(None, None, cae, aae, "main")
+    rows = [Variant(name, None, cae, merge(aae, overrides), "main") for name, overrides in cfg["aae"].variants.items()]
+    out = [main, *rows]
+    if ablations:
+        swept = cfg["ablation"].variants
+        out += [point for base in [main, *rows] if base.row is None or swept is None or base.row in swept
+                for point in _points(base, cfg["ablation"])]
     return out
+
+
+def describe(overrides: Mapping[str, Any], prefix: str = "") -> str:
+    """``{"optim": {"kind": "adam"}, "init": "cae"}`` as ``optim.kind=adam, init=cae``."""
+    parts = []
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            parts.append(describe(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={value:g}" if isinstance(value, float) else f"{prefix}{key}={value}")
+    return ", ".join(parts)

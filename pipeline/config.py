@@ -20,7 +20,7 @@ from pipeline.attacks.catalog import ATTACKS
 from pipeline.attacks.spec import AttackLimits
 from pipeline.errors import PipelineError
 from pipeline.methods import METHODS
-from pipeline.schema import bounded, build
+from pipeline.schema import bounded, build, suggest
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ROLES = ("cae_train", "aae_train", "test")
@@ -122,6 +122,7 @@ class ArchConfig:
 
 @dataclass
 class OptimConfig:
+    kind: str = bounded("sgd", choices=("sgd", "adam"))  # adam: not in the paper (momentum unused)
     epochs: int = bounded(700, lo=1)
     batch_size: int = bounded(256, lo=1)
     lr: float = bounded(0.03, lo=0.0)
@@ -133,16 +134,26 @@ class OptimConfig:
     # latent cycle term starts (README, "Differences from the paper"); None disables clipping
     clip_grad_norm: float | None = bounded(5.0, lo=0.0)
     checkpoint_every: int = bounded(1, lo=1)
-    seed: int = 0
     amp: bool = False
     compile: bool = False
+
+
+@dataclass
+class LossConfig:
+    # how squared errors and the KL are reduced per image: "sum" over its elements (the paper's
+    # ||.||²), or "mean" over them (not in the paper); either way averaged over the batch
+    reduction: str = bounded("sum", choices=("sum", "mean"))
 
 
 @dataclass
 class CAEConfig:
     arch: ArchConfig = field(default_factory=ArchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     lambda_kl: float = bounded(1e-3, lo=0.0)
+    # not in the paper: this fraction of the training images is held out to measure the trained
+    # model in its own domain (PSNR against a constant image), so an under-trained model shows
+    holdout: float = bounded(0.05, lo=0.0, hi=0.5)
 
 
 def _aae_arch() -> ArchConfig:
@@ -155,10 +166,20 @@ def _aae_optim() -> OptimConfig:
 
 @dataclass
 class AAEConfig:
+    """The AAE (and every model trained per attack: the trained baselines take its arch, optim,
+    loss, lambda_kl and holdout). ``init``, ``anchor_weight``, ``optim.kind: adam`` and
+    ``loss.reduction: mean`` are not in the paper; ``variants`` names settings of them (overrides
+    of this section), each trained beside the paper's AAE and shown as its own table row."""
+
     arch: ArchConfig = field(default_factory=_aae_arch)
     optim: OptimConfig = field(default_factory=_aae_optim)
+    loss: LossConfig = field(default_factory=LossConfig)
     lambda_kl: float = bounded(1e-3, lo=0.0)
     warmup_epochs: int = bounded(300, lo=0)
+    holdout: float = bounded(0.05, lo=0.0, hi=0.5)
+    init: str = bounded("random", choices=("random", "cae"))  # cae: start from the CAE's weights
+    anchor_weight: float = bounded(0.0, lo=0.0)  # weight of ||X_A - D_CAE(E_AAE(X_A))||²
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,6 +206,7 @@ class AblationConfig:
     cae_depths: list[int] = bounded([3, 4, 5, 6], lo=2)
     aae_depths: list[int] = bounded([3, 4, 5, 6, 7, 8, 9], lo=2)
     attacks: list[str] = bounded(list(ATTACKS), choices=tuple(ATTACKS))
+    variants: list[str] | None = None  # the aae.variants swept beside the paper's AAE (None: all)
 
 
 @dataclass
@@ -200,6 +222,9 @@ class RuntimeConfig:
 class Config:
     name: str
     sample: SampleConfig
+    # every learned model (the CAE and everything trained per attack on it) is trained once per seed;
+    # learned rows report the mean and spread over seeds (the victims and attacks use fixed seeds)
+    seeds: list[int] = bounded([0], lo=0)
     victim: VictimsConfig = field(default_factory=VictimsConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     cae: CAEConfig = field(default_factory=CAEConfig)
@@ -263,10 +288,11 @@ def _raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Path, .
 
 
 def merge(base: Mapping, override: Mapping) -> dict:
-    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces; an
+    empty mapping replaces too, so ``--set aae.variants={}`` clears them)."""
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and value and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -312,10 +338,23 @@ def _check_consistency(config: Config) -> None:
         if name not in sample.datasets:
             raise PipelineError(f"config key 'sample.roles.{role}.dataset': {name!r} is not in "
                                 f"sample.datasets ({', '.join(sorted(sample.datasets))})")
-    latent = (config.cae.arch.widths[-1], config.aae.arch.widths[-1])
-    if latent[0] != latent[1]:
-        raise PipelineError(f"config keys 'cae.arch.widths' and 'aae.arch.widths' must end in the "
-                            f"same latent size, got {latent[0]} and {latent[1]}")
+    for name, overrides in {"": {}, **config.aae.variants}.items():
+        where = f"aae.variants.{name}" if name else "aae"
+        if name and not overrides:
+            raise PipelineError(f"config key {where!r}: a variant needs at least one setting")
+        if "variants" in overrides:
+            raise PipelineError(f"config key {where + '.variants'!r}: variants cannot nest")
+        aae = build(AAEConfig, merge(dataclasses.asdict(config.aae), overrides), where)
+        latent = (config.cae.arch.widths[-1], aae.arch.widths[-1])
+        if latent[0] != latent[1]:
+            raise PipelineError(f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
+                                f"same latent size, got {latent[0]} and {latent[1]}")
+    for name in config.ablation.variants or []:
+        if name not in config.aae.variants:
+            raise PipelineError(f"config key 'ablation.variants': {name!r} is not in aae.variants"
+                                f"{suggest(name, config.aae.variants) if config.aae.variants else ' (none defined)'}")
+    if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
+        raise PipelineError(f"config key 'seeds': {config.seeds} must be distinct, and at least one")
     for name in config.attack.limits:
         if name not in ATTACKS:
             raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACKS)})")

@@ -50,6 +50,8 @@ class Context:
 
 def execute(planned: Planned, store: Store, config: Config) -> str:
     """Build one artifact unless it exists; returns ``"ran"`` or ``"skipped"``."""
+    from pipeline.device import describe_runtime  # imports torch: not at planning time
+
     step, task = planned.step, planned.task
     with store.lock(step.name, planned.key):
         if store.is_complete(step.name, planned.key) and not planned.forced:
@@ -73,6 +75,7 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
                 "code": {"package_version": pipeline.__version__, "git_commit": git_commit()},
                 "host": socket.gethostname(),
                 "python": platform.python_version(),
+                "runtime": describe_runtime(config.runtime),
                 "slurm": slurm_ids(),
                 "started": _iso(started),
                 "finished": _iso(finished),

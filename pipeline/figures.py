@@ -66,20 +66,26 @@ def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, Sequence[float]]
     _save(fig, path)
 
 
-def depth_heatmap(cae_depths: Sequence[int], aae_depths: Sequence[int], values: np.ndarray, label: str,
-                  path: Path) -> None:
-    """Fig. 5: recovery for every (N_CAE, N_AAE)."""
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(aae_depths), 1 + 0.5 * len(cae_depths)))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(aae_depths)), aae_depths)
-    ax.set_yticks(range(len(cae_depths)), cae_depths)
-    ax.set_xlabel("N_AAE")
-    ax.set_ylabel("N_CAE")
-    for i in range(len(cae_depths)):
-        for j in range(len(aae_depths)):
-            ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label=label)
-    fig.tight_layout()
+def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int], grids: Mapping[str, np.ndarray],
+                   label: str, path: Path) -> None:
+    """Fig. 5: recovery for every (N_CAE, N_AAE), one panel per swept row (title -> grid), one colour scale."""
+    values = np.stack(list(grids.values()))
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    low, high = (low, high) if high > low else (low - 1, high + 1)  # one colour for equal values
+    width, height = 1 + 0.6 * len(aae_depths), 1 + 0.5 * len(cae_depths)
+    fig, axes = plt.subplots(1, len(grids), figsize=(width * len(grids) + 1, height), squeeze=False,
+                             layout="constrained")
+    for ax, (title, grid) in zip(axes[0], grids.items()):
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
+        ax.set_xticks(range(len(aae_depths)), aae_depths)
+        ax.set_yticks(range(len(cae_depths)), cae_depths)
+        ax.set_xlabel("N_AAE")
+        ax.set_ylabel("N_CAE")
+        ax.set_title(title, fontsize=8)
+        for i in range(len(cae_depths)):
+            for j in range(len(aae_depths)):
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=list(axes[0]), label=label)
     _save(fig, path)
 
 

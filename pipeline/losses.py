@@ -1,7 +1,8 @@
 """Training losses: the VAE loss (the CAE's eq. 1, and the trained baselines') and the AAE cycle loss
-(eqs. 5, 6).
+(eqs. 5, 6), and what each model's held-out check compares.
 
-Every sum is taken per image and then averaged over the batch. Each loss returns a dict of named
+Squared errors and the KL are reduced per image (``sum``: the paper's ||.||²; ``mean`` over the
+elements, not in the paper) and then averaged over the batch. Each loss returns a dict of named
 terms whose "total" is what gets minimised; the other terms are for logging.
 """
 
@@ -14,15 +15,21 @@ from torch import Tensor, nn
 
 from pipeline.models import ConvVAE
 
+#: how a per-element quantity becomes one number per batch
+REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sum": lambda t: t.flatten(1).sum(1).mean(),  # summed over each image, averaged over the batch
+    "mean": lambda t: t.mean(),
+}
 
-def sse(a: Tensor, b: Tensor) -> Tensor:
-    """Squared error summed over each image (all but the batch dim), averaged over the batch."""
-    return (a - b).pow(2).flatten(1).sum(1).mean()
+
+def sse(a: Tensor, b: Tensor, reduction: str = "sum") -> Tensor:
+    """Squared error, reduced per image (see ``REDUCTIONS``) and averaged over the batch."""
+    return REDUCTIONS[reduction]((a - b).pow(2))
 
 
-def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over each image's latent, averaged over the batch."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1).mean()
+def kl_standard_normal(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) over each image's latent, averaged over the batch."""
+    return REDUCTIONS[reduction](-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()))
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -32,55 +39,84 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float) -> dict[str, Tensor]:
+def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float,
+             reduction: str = "sum") -> dict[str, Tensor]:
     """||target − D(E(x_in))||² + λ·KL: the CAE's eq. 1 (target = input, λ = λ1) and the baselines."""
     recon, mu, logvar, _ = model(x_in)
-    terms = {"recon": sse(recon, x_target), "kl": kl_standard_normal(mu, logvar)}
+    terms = {"recon": sse(recon, x_target, reduction), "kl": kl_standard_normal(mu, logvar, reduction)}
     terms["total"] = terms["recon"] + lambda_kl * terms["kl"]
     return terms
 
 
-def aae_loss(
-    aae: ConvVAE, cae: ConvVAE, x_adv: Tensor, lambda_kl: float, warmup: bool
-) -> dict[str, Tensor]:
+def aae_loss(aae: ConvVAE, cae: ConvVAE, x_adv: Tensor, lambda_kl: float, warmup: bool,
+             reduction: str = "sum", anchor_weight: float = 0.0) -> dict[str, Tensor]:
     """Eqs. 2–6: Z_A = E_AAE(X_A), X̃_C = D_CAE(Z_A), Ẑ_A = E_CAE(X̃_C) (mean), X̂_A = D_AAE(Ẑ_A);
     total = ||X_A − X̂_A||² during warm-up, else λ2·KL + ||X_A − X̂_A||² + ||Z_A − Ẑ_A||².
-    The CAE should be frozen (see ``freeze``); gradients pass through it into E_AAE."""
+    With ``anchor_weight`` w > 0 (not in the paper) the total gains w·||X_A − X̃_C||², which ties
+    the recovered image D_CAE(E_AAE(X_A)) to its input. The CAE should be frozen (see ``freeze``);
+    gradients pass through it into E_AAE."""
     mu, logvar = aae.encode(x_adv)
     z_a = aae.sample(mu, logvar)
-    z_hat = cae.encode(cae.decode(z_a))[0]
+    x_tilde = cae.decode(z_a)
+    z_hat = cae.encode(x_tilde)[0]
     x_hat = aae.decode(z_hat)
     terms = {
-        "recon_x": sse(x_adv, x_hat),
-        "recon_z": sse(z_a, z_hat),
-        "kl": kl_standard_normal(mu, logvar),
+        "recon_x": sse(x_adv, x_hat, reduction),
+        "recon_z": sse(z_a, z_hat, reduction),
+        "kl": kl_standard_normal(mu, logvar, reduction),
     }
     terms["total"] = (
         terms["recon_x"]
         if warmup
         else lambda_kl * terms["kl"] + terms["recon_x"] + terms["recon_z"]
     )
+    if anchor_weight:
+        terms["anchor"] = sse(x_adv, x_tilde, reduction)
+        terms["total"] = terms["total"] + anchor_weight * terms["anchor"]
     return terms
 
 
 @dataclass(frozen=True)
 class LossParams:
-    """Hyper-parameters of a loss: the KL weight (λ1 or λ2) and the AAE's warm-up length."""
+    """Hyper-parameters of a loss: the KL weight (λ1 or λ2), the reduction, and the AAE's warm-up
+    length and anchor weight."""
 
     lambda_kl: float = 1e-3
     warmup_epochs: int = 0
+    reduction: str = "sum"
+    anchor_weight: float = 0.0
 
 
 Loss = Callable[[Mapping[str, nn.Module], LossParams, Mapping[str, Tensor], int], dict[str, Tensor]]
+Outputs = Callable[[Mapping[str, nn.Module], Mapping[str, Tensor]], dict[str, tuple[Tensor, Tensor]]]
+
+
+def _target(batch: Mapping[str, Tensor]) -> Tensor:
+    return batch.get("target", batch["x"])
+
+
+def _reconstruct(model: ConvVAE, x: Tensor) -> Tensor:
+    return model.decode(model.encode(x)[0])
+
 
 # Uniform signature (models, params, batch, epoch). models["model"] is the network being trained,
 # models["cae"] the frozen CAE (aae only); batch["x"] is the input and batch["target"], when
 # present, the image to reconstruct (a paired clean image), else the input. Epochs count from 0.
 LOSSES: dict[str, Loss] = {
-    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], b.get("target", b["x"]), p.lambda_kl),
-    "aae": lambda m, p, b, epoch: aae_loss(
-        m["model"], m["cae"], b["x"], p.lambda_kl, warmup=epoch < p.warmup_epochs
-    ),
+    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], _target(b), p.lambda_kl, p.reduction),
+    "aae": lambda m, p, b, epoch: aae_loss(m["model"], m["cae"], b["x"], p.lambda_kl, epoch < p.warmup_epochs,
+                                           p.reduction, p.anchor_weight),
+}
+
+# What a model trained with each loss is checked on, held out: named (output, reference) pairs,
+# from latent means. "objective": what the loss asks the model to reproduce (the AAE: its cycle
+# D_AAE(E_CAE(D_CAE(E_AAE(x))))); "recovered" (AAE): D_CAE(E_AAE(x)) against the input x.
+OUTPUTS: dict[str, Outputs] = {
+    "vae": lambda m, b: {"objective": (_reconstruct(m["model"], b["x"]), _target(b))},
+    "aae": lambda m, b: {
+        "objective": (m["model"].decode(m["cae"].encode(m["cae"].decode(m["model"].encode(b["x"])[0]))[0]), b["x"]),
+        "recovered": (m["cae"].decode(m["model"].encode(b["x"])[0]), b["x"]),
+    },
 }
 
 

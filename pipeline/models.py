@@ -130,6 +130,32 @@ def build_model(image_shape: ImageShape, arch: Mapping[str, Any]) -> ConvVAE:
     return ConvVAE(image_shape, arch["widths"], arch.get("kernel", 7), arch.get("layout", "rows"))
 
 
+def _convs(sequential: nn.Sequential) -> list[nn.Conv1d]:
+    return [m for m in sequential if isinstance(m, nn.Conv1d)]
+
+
+def copy_matching(dst: ConvVAE, src: ConvVAE) -> tuple[int, int]:
+    """Start ``dst`` from ``src``'s weights where their shapes agree; returns (parameters copied, total).
+
+    Layers are paired by position from the image's side: encoder convs from the input, decoder
+    convs from the output, and the mean/log-variance heads with each other. A pair is copied (weight
+    and bias) when its shapes are equal, so two networks of equal widths become copies, and of the
+    paper's two ladders (512-256-128-64 and 512-400-300-200-100-64) the first encoder conv and the
+    last decoder conv are copied.
+    """
+    pairs = [*zip(_convs(dst.encoder), _convs(src.encoder)),
+             (dst.mu_head, src.mu_head), (dst.logvar_head, src.logvar_head),
+             *zip(reversed(_convs(dst.decoder)), reversed(_convs(src.decoder)))]
+    copied = 0
+    with torch.no_grad():
+        for target, source in pairs:
+            if target.weight.shape == source.weight.shape:
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
+                copied += target.weight.numel() + target.bias.numel()
+    return copied, count_parameters(dst)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

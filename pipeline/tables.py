@@ -34,54 +34,73 @@ METRICS: dict[str, tuple[str, float]] = {
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the tables: what it measures (``id``), its title, whether it has a model per attack."""
+    """One row of the tables: what it measures (``id``), its title, whether it has a model per attack,
+    and the training seeds of its models (``(None,)`` when nothing is trained)."""
 
     id: str
     title: str
     per_attack: bool
+    seeds: tuple[int | None, ...] = (None,)
 
 
 @dataclass
 class Evaluations:
-    """Per-image frames by (row id, training attack or None, test set), and how tables are built."""
+    """Per-image frames by (row id, training attack or None, test set, training seed or None), and
+    how tables are built."""
 
-    frames: dict[tuple[str, str | None, str], pd.DataFrame]
+    frames: dict[tuple[str, str | None, str, int | None], pd.DataFrame]
     rows: list[Row]  # row order
     attacks: dict[str, str]  # column order: attack name -> title
     unseen: dict[str, str]  # test attack -> training attack
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def cell_values(self, row: Row, column: str, protocol: str, metric: str) -> np.ndarray:
-        """The per-image values behind one table cell."""
-        if not row.per_attack:
-            return self.frames[(row.id, None, column)][metric].to_numpy()
-        if column == CLEAN:
-            return np.concatenate([self.frames[(row.id, a, CLEAN)][metric].to_numpy() for a in self.attacks])
-        train = column if protocol == "seen" else self.unseen[column]
-        return self.frames[(row.id, train, column)][metric].to_numpy()
+    def _train(self, row: Row, attack: str, protocol: str) -> str | None:
+        return None if not row.per_attack else attack if protocol == "seen" else self.unseen[attack]
+
+    def cell_values(self, row: Row, column: str, protocol: str, metric: str) -> list[np.ndarray]:
+        """The per-image values behind one table cell, one array per training seed (same images)."""
+        if row.per_attack and column == CLEAN:
+            return [np.concatenate([self.frames[(row.id, a, CLEAN, s)][metric].to_numpy() for a in self.attacks])
+                    for s in row.seeds]
+        train = self._train(row, column, protocol) if column != CLEAN else None
+        return [self.frames[(row.id, train, column, s)][metric].to_numpy() for s in row.seeds]
 
     def detection(self, row: Row, attack: str, protocol: str) -> float:
-        train = None if not row.per_attack else attack if protocol == "seen" else self.unseen[attack]
-        negatives = self.frames[(row.id, train, CLEAN)]["detection_score"]
-        positives = self.frames[(row.id, train, attack)]["detection_score"]
-        return auroc(negatives.to_numpy(), positives.to_numpy())
+        """AUROC of the reconstruction error, clean test images against ``attack``'s, mean over seeds."""
+        train = self._train(row, attack, protocol)
+        return float(np.mean([auroc(self.frames[(row.id, train, CLEAN, s)]["detection_score"].to_numpy(),
+                                    self.frames[(row.id, train, attack, s)]["detection_score"].to_numpy())
+                              for s in row.seeds]))
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _spread(means: Sequence[float]) -> float:
+    """Standard deviation over training seeds (NaN with one seed)."""
+    return float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
 
 
 def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int) -> pd.DataFrame:
-    """One table: rows = methods, columns = Clean, attacks..., Avg, each with its 95% interval."""
+    """One table: rows = methods, columns = Clean, attacks..., Avg. A cell is the mean over training
+    seeds of the per-seed mean, with the standard deviation over seeds (``_seed_sd``) and a 95%
+    bootstrap interval over test images of the per-image values averaged over seeds."""
     scale = METRICS[metric][1]
     rows = []
     for method in ev.rows:
-        row: dict[str, Any] = {"method": method.id, "title": method.title}
-        means = []
+        row: dict[str, Any] = {"method": method.id, "title": method.title, "seeds": len(method.seeds)}
+        seed_means = []
         for column in [CLEAN, *ev.attacks]:
-            values = ev.cell_values(method, column, protocol, metric) * scale
-            low, high = bootstrap_interval(values, resamples, seed)
-            mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-            row.update({column: mean, f"{column}_ci_low": low, f"{column}_ci_high": high,
-                        f"{column}_n": int(np.isfinite(values).sum())})
-            means.append(mean)
-        row["avg"] = float(np.mean(means))
+            per_seed = [v * scale for v in ev.cell_values(method, column, protocol, metric)]
+            means = [_mean(v) for v in per_seed]
+            pooled = np.mean(np.stack(per_seed), axis=0)
+            low, high = bootstrap_interval(pooled, resamples, seed)
+            row.update({column: float(np.mean(means)), f"{column}_ci_low": low, f"{column}_ci_high": high,
+                        f"{column}_n": int(np.isfinite(pooled).sum()), f"{column}_seed_sd": _spread(means)})
+            seed_means.append(means)
+        per_seed_avg = np.mean(seed_means, axis=0)
+        row.update({"avg": float(np.mean(per_seed_avg)), "avg_seed_sd": _spread(list(per_seed_avg))})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -91,7 +110,7 @@ def detection_table(ev: Evaluations, protocol: str) -> pd.DataFrame:
     rows = []
     for method in ev.rows:
         values = {a: ev.detection(method, a, protocol) for a in ev.attacks}
-        rows.append({"method": method.id, "title": method.title, **values,
+        rows.append({"method": method.id, "title": method.title, "seeds": len(method.seeds), **values,
                      "avg": float(np.mean(list(values.values())))})
     return pd.DataFrame(rows)
 
@@ -120,9 +139,18 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def _latex_row(name: str, values: Sequence[float], digits: int, bold: set[int] = frozenset()) -> str:
-    cells = [("--" if not np.isfinite(v) else (f"\\textbf{{{v:.{digits}f}}}" if i in bold else f"{v:.{digits}f}"))
-             for i, v in enumerate(values)]
+def _latex_cell(value: float, spread: float, digits: int, bold: bool) -> str:
+    """``value`` (bold if the column's best), with ``±spread`` over seeds in small type when known."""
+    if not np.isfinite(value):
+        return "--"
+    text = f"\\textbf{{{value:.{digits}f}}}" if bold else f"{value:.{digits}f}"
+    return text + (f"{{\\scriptsize$\\pm${spread:.{digits}f}}}" if np.isfinite(spread) else "")
+
+
+def _latex_row(name: str, values: Sequence[float], digits: int, bold: set[int] = frozenset(),
+               spreads: Sequence[float] | None = None) -> str:
+    spreads = spreads if spreads is not None else [float("nan")] * len(values)
+    cells = [_latex_cell(v, sd, digits, i in bold) for i, (v, sd) in enumerate(zip(values, spreads))]
     return " & ".join([latex_escape(name), *cells]) + r" \\"
 
 
@@ -137,10 +165,12 @@ def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, 
               " & ".join(["Method", *heads]) + r" \\", r"\midrule",
               rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Measured here ({ev.provenance.get('config')} config)}}}} \\"]
     values = frame[columns].to_numpy(dtype=float)
+    spreads = np.stack([frame[f"{c}_seed_sd"].to_numpy(dtype=float) if f"{c}_seed_sd" in frame
+                        else np.full(len(frame), np.nan) for c in columns], axis=1)
     best = {j for j in range(len(columns)) if np.isfinite(values[:, j]).any()}
     top = {j: int(np.nanargmax(values[:, j])) for j in best}
     for i, title in enumerate(frame["title"]):
-        lines.append(_latex_row(title, values[i], digits, {j for j in best if top[j] == i}))
+        lines.append(_latex_row(title, values[i], digits, {j for j in best if top[j] == i}, spreads[i]))
     if reported:
         lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
                                r"(their recovery rate; not measured here, not comparable)}} \\"]

@@ -47,13 +47,21 @@ class TrainingDiverged(PipelineError, RuntimeError):
         self.term = term
 
 
+#: optimiser by ``TrainSpec.kind``: the paper's SGD with momentum, or Adam (not in the paper)
+OPTIMIZERS: dict[str, Callable[[list[Tensor], Any], torch.optim.Optimizer]] = {
+    "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
+    "adam": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
+}
+
+
 @dataclass
 class TrainSpec:
-    """Optimisation settings: SGD with momentum and weight decay, lr × gamma at each milestone
-    epoch, the global gradient norm clipped at ``clip_grad_norm`` (None: no clipping); a checkpoint
-    every ``checkpoint_every`` epochs; opt-in mixed precision and compile."""
+    """Optimisation settings: ``kind`` (SGD with momentum, or Adam) with weight decay, lr × gamma at
+    each milestone epoch, the global gradient norm clipped at ``clip_grad_norm`` (None: no
+    clipping); a checkpoint every ``checkpoint_every`` epochs; opt-in mixed precision and compile."""
 
     epochs: int
+    kind: str = "sgd"
     batch_size: int = 256
     lr: float = 0.03
     momentum: float = 0.9
@@ -77,6 +85,8 @@ class TrainSpec:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        if self.kind not in OPTIMIZERS:
+            raise ValueError(f"unknown optimiser {self.kind!r}; known: {sorted(OPTIMIZERS)}")
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -85,7 +95,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def _to_float(t: Tensor, device: torch.device) -> Tensor:
+def to_float(t: Tensor, device: torch.device) -> Tensor:
     """A batch on ``device`` as float32 in [0, 1] (uint8 is divided by 255)."""
     t = t.to(device, non_blocking=True)
     return t.float().div_(255) if t.dtype == torch.uint8 else t.float()
@@ -98,7 +108,7 @@ def _batches(
     order = torch.randperm(n, generator=_epoch_generator(spec.seed, epoch))
     for start in range(0, n, spec.batch_size):
         idx = order[start : start + spec.batch_size]
-        yield {k: _to_float(t[idx.to(t.device)], device) for k, t in data.items()}
+        yield {k: to_float(t[idx.to(t.device)], device) for k, t in data.items()}
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
@@ -195,9 +205,7 @@ def train(
     for model in trainable.values():
         model.to(device)
         params += [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
+    optimizer = OPTIMIZERS[spec.kind](params, spec)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.milestones, spec.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=spec.amp and device.type == "cuda")
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16

@@ -83,17 +83,48 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
     for step in ("train-cae", "train-aae"):
         for manifest in (smoke["root"] / step).glob("*/MANIFEST.json"):
             summary = json.loads(manifest.read_text())["summary"]
-            assert summary["epochs"] == 3
+            assert summary["epochs"] == 3 and summary["heldout"]["n"] >= 1
             curve = _rows(manifest.parent / "history.csv")
             assert len(curve) == 3 and (manifest.parent / "losses.png").stat().st_size > 1000
-    cae = next((smoke["root"] / "train-cae").glob("*/MANIFEST.json"))
+    cae = next(m for m in (smoke["root"] / "train-cae").glob("*/MANIFEST.json")
+               if json.loads(m.read_text())["summary"]["seed"] == 0)  # the curves show the first seed
     summary = json.loads(cae.read_text())["summary"]
     assert summary["final_total"] < summary["first_total"]
     exported = _rows(smoke["results"] / "training_losses.csv")
     cae_totals = [float(r["loss"]) for r in exported if r["model"] == "cae" and r["term"] == "total"]
     assert cae_totals == pytest.approx([float(r["total"]) for r in _rows(cae.parent / "history.csv")], rel=1e-5)
     models = {(r["model"], r["attack"]) for r in exported}
-    assert ("ours", "fgsm") in models and ("plain_ae", "jsma") in models
+    assert ("ours", "fgsm") in models and ("plain_ae", "jsma") in models and ("ours+anchor", "cw") in models
+
+
+def test_variants_and_seeds_are_rows_with_their_spread_and_a_sanity_table(smoke):
+    rows = {row["method"]: row for row in _rows(smoke["results"] / "table_ii_seen_recovery_accuracy.csv")}
+    for variant, setting in (("cae_init", "init=cae"), ("anchor", "anchor_weight=1"), ("adam", "optim.kind=adam"),
+                             ("mean", "loss.reduction=mean")):
+        row = rows[f"ours+{variant}"]
+        assert setting in row["title"] and row["title"].endswith("(not in the paper)") and row["seeds"] == "2"
+        assert row["fgsm_seed_sd"] != ""  # two seeds: a spread
+    assert rows["ours"]["title"] == "Ours (CAE + AAE, as written)" and rows["identity"]["fgsm_seed_sd"] == ""
+    sanity = _rows(smoke["results"] / "training_sanity.csv")
+    models = {(r["model"], r["data"], r["seed"]) for r in sanity}
+    assert ("cae", "clean", "1") in models and ("ours+cae_init", "fgsm", "0") in models
+    assert all(float(r["constant_psnr"]) > 0 and float(r["heldout_psnr"]) > 0 for r in sanity)
+    assert all(r["recovered_psnr"] for r in sanity if r["model"].startswith("ours"))
+
+
+def test_a_step_run_again_gives_the_same_bytes_on_the_same_device_and_threads(smoke, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(smoke["root"], root)
+    for step in ("train-victim", "train-cae"):
+        manifests = sorted((root / step).glob("*/MANIFEST.json"))
+        before = {m.parent.name: json.loads(m.read_text())["files"] for m in manifests}
+        _pipeline(smoke["cwd"], root, "run", step, "--config", "smoke", "--force", step)
+        after = {m.parent.name: json.loads(m.read_text())["files"] for m in sorted((root / step).glob("*/MANIFEST.json"))}
+        assert after == before, step  # every file's sha256, rebuilt from scratch
+        runtime = json.loads(manifests[0].read_text())["runtime"]
+        assert runtime["device"] == "cpu" and runtime["threads"] == 1  # what the smoke config pins
 
 
 def test_status_and_verify(smoke):
@@ -138,10 +169,12 @@ def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
     shutil.copytree(smoke["root"], root)
     _pipeline(tmp_path, root, "run", "ablations", "--config", "smoke")
     out = tmp_path / "results" / "smoke" / "ablations"
-    lambdas = _rows(out / "fig4_lambdas.csv")  # smoke: lambdas [1e-3, 1e-1], depths CAE [2, 3] x AAE [3, 4]
-    assert [float(r["lambda"]) for r in lambdas] == [1e-3, 1e-1] and set(lambdas[0]) == {"lambda", "λ1", "λ2"}
-    depths = _rows(out / "fig5_depths.csv")
-    assert [r["N_CAE"] for r in depths] == ["2", "3"] and set(depths[0]) == {"N_CAE", "3", "4"}
+    # smoke: lambdas [1e-3, 1e-1], depths CAE [2, 3] x AAE [3, 4], for the paper's AAE and the anchor variant
+    lambdas = _rows(out / "fig4_lambdas.csv")
+    assert [float(r["lambda"]) for r in lambdas] == [1e-3, 1e-1]
+    assert set(lambdas[0]) == {"lambda", "λ1", "λ2", "λ1 (anchor)", "λ2 (anchor)"}
+    depths = _rows(out / "fig5_depths.csv") + _rows(out / "fig5_depths_anchor.csv")
+    assert [r["N_CAE"] for r in depths] == ["2", "3"] * 2 and set(depths[0]) == {"N_CAE", "3", "4"}
     assert all(0 <= float(v) <= 100 for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE"))
     for figure in ("fig4_lambdas.png", "fig5_depths.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"

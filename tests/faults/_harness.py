@@ -30,9 +30,13 @@ PIPELINE = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "pipe
 
 # The smoke config, narrowed so that the tier fits its time budget on two shared cores: every step
 # and every kind of task still runs (two attacks so the unseen protocol pairs them; one trained
-# baseline; victims trained for two epochs instead of ten). Written as a file that extends smoke.
+# baseline; one training seed, no AAE variants; victims trained for two epochs instead of ten).
+# Written as a file that extends smoke.
 FAULTS_CONFIG = {
     "extends": "smoke",
+    "seeds": [0],
+    "aae": {"variants": {}},
+    "ablation": {"variants": []},
     "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}},
     "attack": {"names": ["fgsm", "pgd"]},
     "evaluate": {"methods": ["identity", "cae", "ours", "plain_ae"]},

@@ -70,7 +70,7 @@ def test_attack_limits_come_from_the_spec_unless_the_config_sets_them():
     paper, demo = load_config("paper").attack, load_config("demo").attack
     assert paper.limits_of("jsma").shard_size == ATTACKS["jsma"].limits.shard_size == 100
     assert paper.limits_of("fgsm").shard_size is None and paper.limits_of("fgsm").max_images is None
-    assert (demo.limits_of("jsma").max_images, demo.limits_of("jsma").shard_size) == (32, 8)
+    assert (demo.limits_of("jsma").max_images, demo.limits_of("jsma").shard_size) == (16, 8)
     assert demo.limits_of("deepfool").shard_size == 250  # the spec's, the demo sets none
 
 

@@ -24,16 +24,19 @@ def _frame(accuracy: list[float], score: float) -> pd.DataFrame:
 
 
 def _evaluations(attacks: list[str]) -> Evaluations:
-    """Identity: recovers ``k/4`` of the images of the k-th attack; a trained row per attack: all."""
-    rows = [Row("identity", "Identity (no defence)", False), Row("net", "Net_1 & 50% {x}", True)]
-    frames = {("identity", None, CLEAN): _frame([1, 1, 1, 1], 0.0)}
+    """Identity: recovers ``k/4`` of the images of the k-th attack. A row trained per attack with two
+    seeds: seed 0 recovers all seen images, seed 1 half of them; both 1 of 4 unseen."""
+    rows = [Row("identity", "Identity (no defence)", False), Row("net", "Net_1 & 50% {x}", True, (0, 1))]
+    frames = {("identity", None, CLEAN, None): _frame([1, 1, 1, 1], 0.0)}
     for k, attack in enumerate(attacks):
-        frames[("identity", None, attack)] = _frame([1] * k + [0] * (4 - k), 0.0)
-        frames[("net", attack, CLEAN)] = _frame([1, 1, 0, 0], 1.0)
-        frames[("net", attack, attack)] = _frame([1, 1, 1, 1], 2.0)
+        frames[("identity", None, attack, None)] = _frame([1] * k + [0] * (4 - k), 0.0)
+        for seed, seen in ((0, [1, 1, 1, 1]), (1, [1, 1, 0, 0])):
+            frames[("net", attack, CLEAN, seed)] = _frame([1, 1, 0, 0], 1.0)
+            frames[("net", attack, attack, seed)] = _frame(seen, 2.0)
     unseen = {a: attacks[(i + 1) % len(attacks)] for i, a in enumerate(attacks)}
     for test, train in unseen.items():
-        frames[("net", train, test)] = _frame([0, 0, 0, 1], 2.0)
+        for seed in (0, 1):
+            frames[("net", train, test, seed)] = _frame([0, 0, 0, 1], 2.0)
     return Evaluations(frames, rows, {a: TITLES[a] for a in attacks}, unseen, {"config": "unit"})
 
 
@@ -42,7 +45,12 @@ def test_cells_avg_and_the_identity_row():
     seen = table(ev, "seen", "recovery_accuracy", resamples=50, seed=0).set_index("method")
     assert list(seen.loc["identity", ["clean", "fgsm", "pgd", "cw"]]) == [100, 0, 25, 50]
     assert seen.loc["identity", "avg"] == pytest.approx(175 / 4)
-    assert list(seen.loc["net", ["clean", "fgsm", "pgd", "cw"]]) == [50, 100, 100, 100]  # clean: every model
+    assert list(seen.loc["net", ["clean", "fgsm", "pgd", "cw"]]) == [50, 75, 75, 75]  # clean: every model
+    assert seen.loc["net", "fgsm_seed_sd"] == pytest.approx(np.std([100, 50], ddof=1))  # spread over seeds
+    assert seen.loc["net", "avg"] == pytest.approx((50 + 3 * 75) / 4)
+    assert seen.loc["net", "avg_seed_sd"] == pytest.approx(np.std([87.5, 50], ddof=1))
+    assert np.isnan(seen.loc["identity", "fgsm_seed_sd"]) and seen.loc["identity", "seeds"] == 1
+    assert seen.loc["net", "fgsm_ci_low"] <= 75 <= seen.loc["net", "fgsm_ci_high"]  # over seed-averaged images
     assert seen.loc["net", "clean_n"] == 12 and seen.loc["net", "title"] == "Net_1 & 50% {x}"
     unseen = table(ev, "unseen", "recovery_accuracy", resamples=50, seed=0).set_index("method")
     assert list(unseen.loc["net", ["fgsm", "pgd", "cw"]]) == [25, 25, 25]  # the partner's model
@@ -89,4 +97,6 @@ def test_csv_files_carry_provenance_and_titles(tmp_path):
     assert len(written) == 2 * (5 + 1) * 2  # II and III: five metrics and detection, CSV and LaTeX
     csv = (tmp_path / "table_iii_unseen_recovery_accuracy.csv").read_text().splitlines()
     assert csv[0].startswith("# Table III") and csv[1] == "# config: unit" and "fgsm<-pgd" in csv[4]
-    assert "Net\\_1 \\& 50\\% \\{x\\}" in (tmp_path / "table_ii_seen_psnr.tex").read_text()
+    tex = (tmp_path / "table_ii_seen_recovery_accuracy.tex").read_text()
+    assert "Net\\_1 \\& 50\\% \\{x\\} & 50.0{\\scriptsize$\\pm$0.0} & \\textbf{75.0}{\\scriptsize$\\pm$35.4} & " in tex
+    assert "Identity (no defence) & \\textbf{100.0} & 0.0 & " in tex  # nothing trained: no spread
