@@ -37,7 +37,7 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, image_
     from pipeline.losses import LossParams, bind_loss
     from pipeline.models import build_model
     from pipeline.sanity import held_out_count, held_out_psnr
-    from pipeline.training import TrainSpec, plot_history, train, write_history_csv
+    from pipeline.training import NOT_LOSSES, TrainSpec, plot_history, train, write_history_csv
 
     device = select_device(ctx.config.runtime)
     frozen = {name: m.to(device) for name, m in (frozen or {}).items()}
@@ -66,8 +66,9 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, image_
     ctx.summary.update({
         "epochs": len(history), "steps": len(history) * batches, "images": n_train, "seed": seed,
         "first_total": first["total"], "final_total": last["total"],
-        "final": {k: v for k, v in last.items() if k not in ("epoch", "lr")},
+        "final": {k: v for k, v in last.items() if k not in NOT_LOSSES},
         "heldout": held_out, "init": init,
+        "clipped": sum(row["clipped"] for row in history) / len(history) if "clipped" in last else None,
         "images_per_s_this_run": n_train * max(1, len(history)) / seconds if seconds else None,
         "device": str(device),
     })

@@ -98,7 +98,7 @@ def run(ctx, task: Task) -> None:
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
     _write_attack_summaries(ctx, out)
-    _write_training_sanity(ctx, out)
+    _write_training_sanity(ctx, out, c["models"], ["clean", *c["attacks"]])
     _write_training_curves(ctx, out, c["models"], ["clean", *c["attacks"]], first_seed)
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
@@ -135,19 +135,23 @@ def _trained(ctx) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def _write_training_sanity(ctx, out) -> None:
+def _write_training_sanity(ctx, out, models: Mapping[str, str], data_order: list[str]) -> None:
     """``training_sanity.csv``: each trained model's PSNR on held-out images of its own training data
-    (its objective; the AAE's cycle, and D_CAE(E_AAE(x)) against x) beside a constant image's."""
+    (its objective; the AAE's cycle, and D_CAE(E_AAE(x)) against x) beside a constant image's; in
+    the order of ``models`` (model -> title), then training data, then seed."""
     import pandas as pd
 
     rows = []
-    for model, data, artifact in _trained(ctx):
+    order = sorted(_trained(ctx), key=lambda m: (list(models).index(m[0]), data_order.index(m[1]),
+                                                 m[2].summary["seed"]))
+    for model, data, artifact in order:
         summary = artifact.summary
         held = summary["heldout"]
-        rows.append({"model": model, "data": data, "seed": summary["seed"], "epochs": summary["epochs"],
+        rows.append({"model": model, "title": models[model], "data": data, "seed": summary["seed"],
+                     "epochs": summary["epochs"],
                      "steps": summary["steps"], "images": summary["images"], "heldout": held["n"],
                      "heldout_psnr": held.get("objective"), "recovered_psnr": held.get("recovered"),
-                     "constant_psnr": held.get("constant")})
+                     "constant_psnr": held.get("constant"), "clipped_steps": summary["clipped"]})
     pd.DataFrame(rows).to_csv(out / "training_sanity.csv", index=False, float_format="%.3f")
 
 

@@ -63,7 +63,7 @@ def run(ctx, task: Task) -> None:
 
 STEP = Step(
     name="train-aae",
-    version=3,
+    version=4,
     needs=("sample", "attack", "train-cae"),
     reads=("aae", "cae", "attack", "evaluate", "ablation", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="48:00:00"),

@@ -29,7 +29,7 @@ def run(ctx, task: Task) -> None:
 
 STEP = Step(
     name="train-cae",
-    version=2,
+    version=3,
     needs=("sample",),
     reads=("cae", "aae", "ablation", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="24:00:00"),

@@ -182,6 +182,11 @@ def _check_spec(saved: Mapping[str, Any], spec: TrainSpec, path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} was written with different settings ({diffs})")
 
 
+#: history columns that are not loss terms: the epoch, its lr, the fraction of its steps whose
+#: gradient norm was clipped
+NOT_LOSSES = ("epoch", "lr", "clipped")
+
+
 def train(
     trainable: dict[str, nn.Module],
     loss_fn: LossFn,
@@ -195,7 +200,8 @@ def train(
     over shuffled batches of ``data`` (all tensors share their first dimension; uint8 means
     0–255). Modules the loss uses but does not train must already be on ``device``.
     Resumes from ``checkpoint`` if it exists; returns one history row per epoch:
-    {"epoch" (from 0), "lr", and the epoch mean of every loss term}."""
+    {"epoch" (from 0), "lr", the epoch mean of every loss term, and with clipping "clipped": the
+    fraction of the epoch's steps whose gradient norm was above ``clip_grad_norm``}."""
     checkpoint = Path(checkpoint)
     sizes = {k: len(t) for k, t in data.items()}
     if not sizes or min(sizes.values()) == 0 or len(set(sizes.values())) != 1:
@@ -258,7 +264,7 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             names: list[str] = []
             sums: Tensor | None = None
-            count = 0
+            count = clipped = steps = 0
             for batch in _batches(data, spec, epoch, device):
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=spec.amp):
                     terms = compute(batch, epoch)
@@ -272,16 +278,19 @@ def train(
                 scaler.scale(terms["total"]).backward()
                 if spec.clip_grad_norm is not None:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+                    clipped += int(norm > spec.clip_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
                 n = len(next(iter(batch.values())))
                 sums = values.double() * n if sums is None else sums + values.double() * n
                 count += n
+                steps += 1
             scheduler.step()
             assert sums is not None
             means = (sums / count).tolist()
-            history.append({"epoch": epoch, "lr": lr, **dict(zip(names, means))})
+            history.append({"epoch": epoch, "lr": lr, **dict(zip(names, means)),
+                            **({"clipped": clipped / steps} if spec.clip_grad_norm is not None else {})})
             bar.set_postfix(total=f"{history[-1].get('total', float('nan')):.4g}")
             bar.update()
             if (epoch + 1) % spec.checkpoint_every == 0 or epoch + 1 == spec.epochs:
@@ -303,7 +312,7 @@ def plot_history(
 ) -> None:
     """Loss terms against epoch on a log scale, dashed lines at the lr milestones. The PNG bytes
     depend only on the arguments."""
-    terms = list(dict.fromkeys(k for row in history for k in row if k not in ("epoch", "lr")))
+    terms = list(dict.fromkeys(k for row in history for k in row if k not in NOT_LOSSES))
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
     for term in terms:

@@ -39,17 +39,28 @@ def _markdown(frame: pd.DataFrame, digits: int) -> str:
     heads = ["Method", *map(_title, columns)]
     lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     for _, row in frame.iterrows():
-        cells = [f"{row[c]:.{digits}f}" if pd.notna(row[c]) else "–" for c in columns]
+        cells = [_cell(row[c], row.get(f"{c}_seed_sd"), digits) for c in columns]
         lines.append(f"| {row['title']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: float, spread: float | None, digits: int) -> str:
+    """A value, with ``± sd`` over training seeds where there is one."""
+    if pd.isna(value):
+        return "–"
+    return f"{value:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None and pd.notna(spread) else "")
 
 
 def render_results(results: Path) -> str:
     """Tables II and III (recovery accuracy, PSNR), the detection AUROC and the figures of one config."""
     provenance = json.loads(render_file(results / "provenance.json"))
+    runtimes = "; ".join(f"{r['device']}, {r['threads']} thread(s), torch {r['torch']}"
+                         for r in provenance.get("runtime", []) if r)
+    seeds = provenance.get("seeds", [])
     header = (f"Config `{provenance['config']}`, commit(s) {', '.join(c[:12] for c in provenance['commits'])}, "
-              f"data manifests {', '.join(f'{k} {v[:12]}' for k, v in provenance['manifests'].items())}. "
-              f"Files: [`{results}/`]({results}/).")
+              f"data manifests {', '.join(f'{k} {v[:12]}' for k, v in provenance['manifests'].items())}, "
+              f"training seeds {', '.join(map(str, seeds))} (learned rows: mean ± standard deviation over "
+              f"seeds), run on {runtimes or 'an unrecorded device'}. Files: [`{results}/`]({results}/).")
     parts = [header]
     for title, stem, digits in (
             ("Table II, seen attacks — recovery accuracy (%)", "table_ii_seen_recovery_accuracy", 1),
@@ -64,6 +75,36 @@ def render_results(results: Path) -> str:
     if ablations.is_dir():
         parts += [f"![Fig. 4]({ablations}/fig4_lambdas.png) ![Fig. 5]({ablations}/fig5_depths.png)"]
     return "\n\n".join(parts)
+
+
+def render_sanity(results: Path) -> str:
+    """Is each trained model trained? Its held-out PSNR in its own domain beside a constant image's,
+    from ``training_sanity.csv``: per model, the mean over training data and seeds, and the range."""
+    sanity = _read(results / "training_sanity.csv")
+    lines = ["| model | trained on | models | steps | held-out images | held-out PSNR (dB) | constant image (dB) "
+             "| D_CAE(E_AAE(x)) vs x (dB) | steps clipped |", "|---|---|---|---|---|---|---|---|---|"]
+    for title, group in sanity.groupby("title", sort=False):
+        data = "clean images" if set(group["data"]) == {"clean"} else f"{group['data'].nunique()} attacks"
+        recovered = group["recovered_psnr"].dropna()
+        lines.append(f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | {_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | "
+                     f"{_mean_span(group['heldout_psnr'])} | {_mean_span(group['constant_psnr'])} | "
+                     f"{_mean_span(recovered) if len(recovered) else '–'} | {_share(group['clipped_steps'])} |")
+    return "\n".join(lines)
+
+
+def _share(values: pd.Series) -> str:
+    """The mean fraction of training steps whose gradient was clipped, or – without clipping."""
+    return "–" if values.isna().all() else f"{100 * values.mean():.0f}%"
+
+
+def _span(values: pd.Series, digits: int) -> str:
+    low, high = values.min(), values.max()
+    return f"{low:.{digits}f}" if low == high else f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def _mean_span(values: pd.Series) -> str:
+    """``mean (min–max)`` over the models of one row."""
+    return f"{values.mean():.1f} ({_span(values, 1)})"
 
 
 def render_attacks(results: Path) -> str:
@@ -98,10 +139,13 @@ def render_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+TIERS = ("demo", "matched")  # configs whose committed results the README shows
+_PER_TIER: dict[str, Callable[[Path], str]] = {
+    "": render_results, "-attacks": render_attacks, "-training": render_training, "-sanity": render_sanity,
+}
 RENDERERS: dict[str, Callable[[], str]] = {
-    "demo": lambda: render_results(Path("results/demo")),
-    "demo-attacks": lambda: render_attacks(Path("results/demo")),
-    "demo-training": lambda: render_training(Path("results/demo")),
+    **{f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
+       for tier in TIERS for kind, render in _PER_TIER.items()},
     "bench": lambda: render_file(Path("results/bench.md")),
     "faults": lambda: render_file(Path("results/reliability.md")),
 }
