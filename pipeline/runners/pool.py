@@ -9,6 +9,7 @@ of a process whose torch may have started threads. Each worker gets its GPU when
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Sequence
 from multiprocessing import forkserver
@@ -22,25 +23,22 @@ _STOP_TIMEOUT_S = 10.0
 
 
 class Worker:
-    """One worker process and the job it is running, if any."""
+    """One worker process, the GPUs it sees (``visible``: its CUDA_VISIBLE_DEVICES, None: unset), and
+    the job it is running, if any."""
 
-    def __init__(self, context: Any, gpu: str | None, config: dict[str, Any], root: Path):
-        self.gpu = gpu
+    def __init__(self, context: Any, visible: str | None, has_gpu: bool, config: dict[str, Any], root: Path):
+        self.visible, self.has_gpu = visible, has_gpu
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, gpu, config, str(root)), name="pipeline-worker",
-                                       daemon=True)
+        self.process = context.Process(target=serve, args=(child, visible, config, str(root)),
+                                       name="pipeline-worker", daemon=True)
         self.process.start()
         child.close()
         self.job: Job | None = None
 
-    @property
-    def has_gpu(self) -> bool:
-        return bool(self.gpu)
-
 
 class Pool:
-    """``count`` workers; the first ``len(gpus)`` get one GPU each, the others see none (on a machine
-    with GPUs) or everything the runner sees (without)."""
+    """``count`` workers; the first ``len(gpus)`` see one GPU each, the others none (on a machine with
+    GPUs) or what the runner sees (without)."""
 
     def __init__(self, count: int, gpus: Sequence[str], config: dict[str, Any], root: Path):
         self._context = multiprocessing.get_context("forkserver")
@@ -52,11 +50,12 @@ class Pool:
         finally:
             signal.signal(signal.SIGINT, previous)
         self._config, self._root = config, root
-        hide = "" if gpus else None
-        self.workers = [self._start(gpus[i] if i < len(gpus) else hide) for i in range(count)]
+        others = "" if gpus else os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.workers = [self._start(gpus[i], True) if i < len(gpus) else self._start(others, False)
+                        for i in range(count)]
 
-    def _start(self, gpu: str | None) -> Worker:
-        return Worker(self._context, gpu, self._config, self._root)
+    def _start(self, visible: str | None, has_gpu: bool) -> Worker:
+        return Worker(self._context, visible, has_gpu, self._config, self._root)
 
     def idle(self, gpu: bool) -> Worker | None:
         """An idle worker with a GPU (``gpu``), else preferably one without."""
@@ -87,7 +86,7 @@ class Pool:
             if report is None:
                 worker.process.join()
                 worker.conn.close()
-                self.workers[self.workers.index(worker)] = self._start(worker.gpu)
+                self.workers[self.workers.index(worker)] = self._start(worker.visible, worker.has_gpu)
                 report = Report("failed", 0.0, f"its worker process died ({_ended(worker.process.exitcode)})")
             out.append((job, report))
         return out

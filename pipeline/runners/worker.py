@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -38,16 +39,25 @@ class Report:
     error: str = ""  # a PipelineError's message; for any other exception its type and message
 
 
-def serve(conn: Connection, gpu: str | None, config: dict[str, Any], root: str) -> None:
-    """The worker's main: pin its GPU before CUDA starts, then run jobs until the runner sends None or
-    goes away. Ctrl-C is left to the runner (which stops the workers); SIGTERM ends the worker at once."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+def serve(conn: Connection, visible: str | None, config: dict[str, Any], root: str) -> None:
+    """The worker's main: set the GPUs it sees (``CUDA_VISIBLE_DEVICES``; None: unset) before CUDA
+    starts, then run jobs until the runner sends None or goes away. Ctrl-C is left to the runner
+    (which stops the workers); SIGTERM ends the worker at once."""
+    if visible is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
+    from tqdm import tqdm
+
     from pipeline.config import config_from_dict
     from pipeline.store import Store
+
+    # progress bars go to this worker's logs alone: a thread lock, not tqdm's default semaphore, which
+    # the resource tracker would report as leaked when the runner stops a worker
+    tqdm.set_lock(threading.RLock())
 
     base, store = config_from_dict(config), Store(Path(root))
     while True:
