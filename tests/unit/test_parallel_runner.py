@@ -119,7 +119,8 @@ def test_a_worker_that_dies_fails_its_task_and_is_replaced(tmp_path, config):
 def test_gpu_tasks_get_one_gpu_each_never_more_at_once_than_gpus(tmp_path, config, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")  # two GPUs, as far as the runner can tell
     store = Store(tmp_path / "artifacts")
-    tasks = [(GPU, f"g{i}", {"sleep": 0.6}, []) for i in range(5)] + [(CPU, f"c{i}", {"sleep": 0.6}, []) for i in range(3)]
+    tasks = [(GPU, f"g{i}", {"sleep": 0.6}, []) for i in range(5)] + \
+        [(CPU, f"c{i}", {"sleep": 0.6}, []) for i in range(3)]
     run_plan(_plan(store, tasks), store, config, echo=lambda line: None, jobs=3)
     gpu = [_seen(store, "gpu", f"g{i}") for i in range(5)]
     cpu = [_seen(store, "cpu", f"c{i}") for i in range(3)]
