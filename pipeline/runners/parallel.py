@@ -64,8 +64,9 @@ def log_path(store: Store, planned: Planned) -> Path:
 
 def run_parallel(pending: list[Planned], store: Store, config: Config, allotment: Allotment,
                  echo: Callable[[str], None]) -> None:
-    """Run ``pending`` (in dependency order). Raises ``TasksFailed`` after the tasks that did not need
-    a failed one finished; on SIGINT or SIGTERM, stops everything and ends the same way."""
+    """Run ``pending`` (in dependency order). Raises ``TasksFailed`` once the tasks that need no failed
+    task have finished. On SIGINT (KeyboardInterrupt) or SIGTERM: stops the workers, removes what they
+    were writing, and ends as the signal would have ended the process."""
     run = _Run(pending, store, allotment)
     progress = Progress(len(pending), echo, config.runtime.progress and sys.stderr.isatty())
     pool = Pool(allotment.workers, allotment.gpus, config.to_dict(), store.root)
@@ -96,7 +97,8 @@ def run_parallel(pending: list[Planned], store: Store, config: Config, allotment
         signal.signal(signal.SIGTERM, previous)
     progress.close()
     if run.failures:
-        echo(f"not run, they need a failed task: {len(run.not_run)} task(s){_listing(run.not_run)}")
+        if run.not_run:
+            echo(f"not run, they need a failed task: {len(run.not_run)} task(s){_listing(run.not_run)}")
         raise TasksFailed(run.failures, run.not_run)
 
 

@@ -94,3 +94,15 @@ def test_j_takes_a_count(text, jobs):
 def test_a_bad_j_is_one_clear_error(text):
     with pytest.raises(PipelineError, match=r"-j/--jobs .*: expected a number of tasks at once"):
         parse_jobs(text)
+
+
+def test_run_with_a_bad_j_fails_with_one_error_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["--artifacts", str(tmp_path), "run", "all", "--config", "smoke", "-j", "-2"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == ["error: -j/--jobs '-2': expected a number of tasks at once (1, 2, ...; "
+                                          "0: as many as the machine's cores, GPUs and memory allow)"]
+    assert not tmp_path.joinpath("sample").exists()
