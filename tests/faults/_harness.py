@@ -38,7 +38,7 @@ FAULTS_CONFIG = {
     "aae": {"baselines": ["plain_ae"]},
     "evaluate": {"methods": ["identity", "cae", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
-    "runtime": {"jobs": 1},  # in-process, whatever the machine allows (test_parallel.py runs -j 2)
+    "runtime": {"jobs": 1},  # in-process, whatever the machine allows (test_parallel_faults.py runs -j 2)
 }
 
 
