@@ -79,10 +79,10 @@ def run_parallel(pending: list[Planned], store: Store, config: Config, allotment
                 raise RuntimeError(f"no ready task can start: {run.ready}")
             for job, report in pool.wait():
                 run.finish(job, report, progress)
-        pool.close()
+        pool.stop()
     except BaseException as stop:
         with _signals_ignored():
-            pool.kill()
+            pool.stop()
             stopped = run.discard_running()
             progress.close()
         if isinstance(stop, (KeyboardInterrupt, _Interrupted)):

@@ -91,19 +91,9 @@ class Pool:
             out.append((job, report))
         return out
 
-    def close(self) -> None:
-        """Let every worker finish: they exit when told, killed if they do not within a few seconds."""
-        for worker in self.workers:
-            try:
-                worker.conn.send(None)
-            except OSError:
-                pass
-        for worker in self.workers:
-            worker.process.join(_STOP_TIMEOUT_S)
-        self.kill()
-
-    def kill(self) -> None:
-        """Stop every worker now (SIGTERM, then SIGKILL for any that lingers) and wait for them."""
+    def stop(self) -> None:
+        """Stop every worker now (SIGTERM, then SIGKILL for any that lingers) and wait for them: idle
+        ones hold nothing, busy ones leave their staging directories for the runner to remove."""
         for worker in self.workers:
             if worker.process.is_alive():
                 worker.process.terminate()
