@@ -1,9 +1,9 @@
 """The worker processes of a parallel local run: started once, fed one job at a time, stopped together.
 
 Workers are forked from a fork server (``multiprocessing``'s forkserver context): a fresh interpreter
-that imports torch and the steps once (``_preload``) and does nothing else, so no worker is the fork
-of a process whose torch may have started threads. Each worker gets its GPU when the machine has GPUs
-(the first workers) or none (the others).
+that imports torch, the steps and what they import once (``_preload``) and does nothing else, so no
+worker is the fork of a process whose torch may have started threads. Each worker gets its GPU when
+the machine has GPUs (the first workers) or none (the others).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A worker process of the parallel local runner: runs the tasks it is sent, one at a time, each with
-its stdout and stderr in a log file. It imports torch once, however many tasks it runs."""
+its stdout and stderr in a log file. It is forked from a process that imported torch and the steps
+(``_preload``), so nothing heavy is imported per worker or per task."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import Config, config_from_dict
 from pipeline.dag import Planned
+from pipeline.errors import PipelineError
+from pipeline.execute import execute
+from pipeline.store import Store
 
 _PR_SET_PDEATHSIG = 1
 
@@ -52,9 +57,6 @@ def serve(conn: Connection, visible: str | None, config: dict[str, Any], root: s
     _die_with_parent()
     from tqdm import tqdm
 
-    from pipeline.config import config_from_dict
-    from pipeline.store import Store
-
     # progress bars go to this worker's logs alone: a thread lock, not tqdm's default semaphore, which
     # the resource tracker would report as leaked when the runner stops a worker
     tqdm.set_lock(threading.RLock())
@@ -70,13 +72,10 @@ def serve(conn: Connection, visible: str | None, config: dict[str, Any], root: s
         conn.send(run(job, base, store))
 
 
-def run(job: Job, base: Any, store: Any) -> Report:
+def run(job: Job, base: Config, store: Store) -> Report:
     """Run one job with its thread count in the config the task sees; output to the job's log, which
     is kept when the task failed or wrote something."""
     import torch
-
-    from pipeline.errors import PipelineError
-    from pipeline.execute import execute
 
     config = replace(base, runtime=replace(base.runtime, threads=job.threads))
     torch.set_num_threads(job.threads)  # also for steps that never call select_device
