@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipeline.dag import Planned, Resources
 
-_NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+_DEVICES = Path("/dev")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Machine:
 
 def detect_machine(device: str) -> Machine:
     """This machine, without starting CUDA: the cores this process may use, the physical memory, the
-    GPUs in ``CUDA_VISIBLE_DEVICES`` (else every GPU the NVIDIA driver lists); none with ``device: cpu``."""
+    GPUs in ``CUDA_VISIBLE_DEVICES`` (else one per NVIDIA device node this process can see, as a
+    container sees only its own); none with ``device: cpu``."""
     return Machine(len(os.sched_getaffinity(0)), _memory_mib(), () if device == "cpu" else _gpus())
 
 
@@ -57,10 +58,7 @@ def _gpus() -> tuple[str, ...]:
                 break
             ids.append(item)
         return tuple(ids)
-    try:
-        return tuple(str(i) for i in range(len(list(_NVIDIA_GPUS.iterdir()))))
-    except OSError:
-        return ()
+    return tuple(str(i) for i in range(len(list(_DEVICES.glob("nvidia[0-9]*")))))
 
 
 def mebibytes(slurm_mem: str) -> int:

@@ -106,3 +106,13 @@ def test_run_with_a_bad_j_fails_with_one_error_line(tmp_path):
     assert result.stderr.splitlines() == ["error: -j/--jobs '-2': expected a number of tasks at once (1, 2, ...; "
                                           "0: as many as the machine's cores, GPUs and memory allow)"]
     assert not tmp_path.joinpath("sample").exists()
+
+
+def test_without_cuda_visible_devices_each_nvidia_device_node_is_a_gpu(monkeypatch, tmp_path):
+    import pipeline.runners.resources as resources
+
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(resources, "_DEVICES", tmp_path)
+    assert detect_machine("auto").gpus == ("0", "1")
