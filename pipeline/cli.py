@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,6 +11,11 @@ from pipeline.cli_common import ARTIFACTS_HELP, Session, accept_group_options, c
 from pipeline.cli_slurm import register as register_slurm_commands
 from pipeline.errors import PipelineError
 from pipeline.tools.cli_bench import register as register_bench_command
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.dag import Plan
+    from pipeline.store import Store
 
 
 @click.group()
@@ -25,15 +31,32 @@ def main(ctx: click.Context, artifacts: str | None) -> None:
 @click.argument("targets", nargs=-1)
 @config_options
 @click.option("--force", multiple=True, metavar="STEP", help="Rebuild this step and its dependants.")
+@click.option("-j", "--jobs", metavar="N", help="Tasks at once, in worker processes: each gets its share of the "
+              "cores, and one GPU if its step uses one (default: runtime.jobs; 0: as many as the steps' declared "
+              "cpus, memory and GPUs fit on this machine).")
 @click.pass_obj
 @fail_cleanly
 def run(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
-        force: tuple[str, ...]) -> None:
-    """Run TARGETS (``all``, ``ablations`` or step names) in this process, skipping finished work."""
-    from pipeline.runners.local import run_plan
+        force: tuple[str, ...], jobs: str | None) -> None:
+    """Run TARGETS (``all``, ``ablations`` or step names) on this machine, skipping finished work."""
+    from pipeline.runners.local import parse_jobs
 
+    tasks_at_once = None if jobs is None else parse_jobs(jobs)
     config, plan = session.plan(config_name, overrides, targets, force)
-    run_plan(plan, session.store, config)
+    _run_reporting_failures(plan, session.store, config, tasks_at_once)
+
+
+def _run_reporting_failures(plan: Plan, store: Store, config: Config, jobs: int | None = None) -> None:
+    """``run_plan``; failed tasks end the command with one ``error:`` line each, naming its log."""
+    from pipeline.runners.local import run_plan
+    from pipeline.runners.parallel import TasksFailed
+
+    try:
+        run_plan(plan, store, config, jobs=jobs)
+    except TasksFailed as failed:
+        for line in failed.lines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -120,15 +143,13 @@ def clean(session: Session, steps: tuple[str, ...], config_name: str, overrides:
 @fail_cleanly
 def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablations: bool) -> None:
     """Rewrite results/<config>/ (tables, figures) from the finished evaluations, without recomputing them."""
-    from pipeline.runners.local import run_plan
-
     targets = ["tabulate", *(["ablation-figures"] * ablations)]
     config, planned = session.plan(config_name, overrides, targets, force=targets)
     missing = [p.label for p in planned.tasks if p.task.step not in targets and not p.complete]
     if missing:
         raise PipelineError(f"{len(missing)} upstream task(s) are not finished (first: {missing[0]}); "
                             f"run `pipeline run {' '.join(targets)}` first")
-    run_plan(planned, session.store, config)
+    _run_reporting_failures(planned, session.store, config)
 
 
 @main.command()

@@ -215,6 +215,7 @@ class RuntimeConfig:
 
     device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
     threads: int = bounded(0, lo=0)  # 0: torch's default
+    jobs: int = bounded(0, lo=0)  # tasks at once (run -j); 0: as many as the cores, GPUs and memory allow
     progress: bool = True
 
 

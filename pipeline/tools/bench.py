@@ -48,7 +48,7 @@ ATTACK_IMAGES = {"fgsm": 250, "bim": 250, "pgd": 64, "jsma": 2, "cw": 8}  # per 
 # the config's shard); the cheap attacks get more, so per-task costs weigh as in a real shard
 ATTACK_DEFAULT_IMAGES = 16
 MEMORY_BUILD_LIMIT = 25  # memory/<step> builds at most this many missing upstream tasks
-GROUPS = ("train", "attack", "hdf5-read", "latency", "memory")
+GROUPS = ("train", "attack", "hdf5-read", "latency", "memory", "parallel")
 REPO = Path(pipeline.__file__).resolve().parent.parent
 
 
@@ -596,6 +596,43 @@ def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
     return rows
 
 
+# ---------------------------------------------------------------- parallel
+
+PARALLEL_TARGET = 1.6  # speed-up of -j 2 over -j 1 on two cores
+
+
+def smoke_run_seconds(bench: Bench, jobs: int, rep: int) -> float:
+    """Wall time of ``pipeline run all --config smoke -j JOBS`` (subprocess, one torch thread per task)
+    in a fresh artifact root and working directory, so that nothing writes into the checkout."""
+    cwd = bench.scratch / f"parallel-j{jobs}-{rep}"
+    cwd.mkdir()
+    argv = [*cli_command(), "--artifacts", str(cwd / "artifacts"), "run", "all", "--config", "smoke",
+            "-j", str(jobs), "--set", f"sample.manifest_dir={cwd / 'data_manifests'}", "--set", "runtime.threads=1"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise PipelineError(f"`{' '.join(argv)}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    shutil.rmtree(cwd, ignore_errors=True)
+    return seconds
+
+
+def bench_parallel(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    if not wants("smoke-j2"):
+        return []
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        return [skipped_row("parallel/smoke-j2", f"{cores} usable core: -j 2 needs two")]
+    bench.log("bench: parallel/smoke-j2: pipeline run all --config smoke, -j 1 and -j 2 interleaved")
+    reps = iter(range(2 * bench.repeat))
+    one, two = interleave([lambda: smoke_run_seconds(bench, 1, next(reps)),
+                           lambda: smoke_run_seconds(bench, 2, next(reps))], bench.repeat)
+    speedup = one / two
+    return [Result("parallel/smoke-j2", two, one, "s", speedup, f">= {PARALLEL_TARGET:g}", speedup >= PARALLEL_TARGET,
+                   "wall s of `run all --config smoke` from an empty root (subprocess, 1 torch thread per task): "
+                   "ours -j 2, reference -j 1; ratio = speed-up (-j 1 s / -j 2 s)")]
+
+
 # ---------------------------------------------------------------- the whole run
 
 
@@ -627,7 +664,7 @@ def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
 
 BENCHMARKS: dict[str, Callable[[Bench, Callable[[str], bool]], list[Result]]] = {
     "train": bench_train, "attack": bench_attacks, "hdf5-read": bench_hdf5,
-    "latency": bench_latency, "memory": bench_memory,
+    "latency": bench_latency, "memory": bench_memory, "parallel": bench_parallel,
 }
 
 

@@ -41,6 +41,7 @@ FAULTS_CONFIG = {
     "attack": {"names": ["fgsm", "pgd"]},
     "evaluate": {"methods": ["identity", "cae", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
+    "runtime": {"jobs": 1},  # in-process, whatever the machine allows (test_parallel_faults.py runs -j 2)
 }
 
 
