@@ -157,7 +157,7 @@ def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablat
 @click.option("--file", "readme", default="README.md", show_default=True, type=click.Path(dir_okay=False))
 @fail_cleanly
 def readme(blocks: tuple[str, ...], readme: str) -> None:
-    """Re-render README blocks (demo, demo-attacks, demo-training, bench, faults) from the files in results/."""
+    """Re-render README blocks (demo, matched, and their -attacks and -sanity; bench; faults) from results/."""
     from pathlib import Path
 
     from pipeline.tools.readme import refresh

@@ -89,7 +89,7 @@ def render_sanity(results: Path) -> str:
         lines.append(f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | {_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | "
                      f"{_mean_span(group['heldout_psnr'])} | {_mean_span(group['constant_psnr'])} | "
                      f"{_mean_span(recovered) if len(recovered) else '–'} | {_share(group['clipped_steps'])} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + f"\n\n![training curves, first seed]({results}/fig_training.png)"
 
 
 def _share(values: pd.Series) -> str:
@@ -121,18 +121,6 @@ def render_attacks(results: Path) -> str:
     return "\n".join(lines)
 
 
-def render_training(results: Path) -> str:
-    """First and final total loss of every main recovery model, from ``training_losses.csv``, and the curves."""
-    totals = _read(results / "training_losses.csv").query("term == 'total'")
-    lines = ["| model | training data | epochs | first epoch | final epoch | final / first |",
-             "|---|---|---|---|---|---|"]
-    for (model, attack), curve in totals.groupby(["model", "attack"], sort=False):
-        first, final = curve.sort_values("epoch")["loss"].iloc[[0, -1]]
-        lines.append(f"| {model} | {_title(attack)} | {len(curve)} | {first:.1f} | {final:.1f} | "
-                     f"{final / first:.2f} |")
-    return "\n".join(lines) + f"\n\n![training curves]({results}/fig_training.png)"
-
-
 def render_file(path: Path) -> str:
     if not path.is_file():
         raise PipelineError(f"{path} does not exist yet")
@@ -140,9 +128,7 @@ def render_file(path: Path) -> str:
 
 
 TIERS = ("demo", "matched")  # configs whose committed results the README shows
-_PER_TIER: dict[str, Callable[[Path], str]] = {
-    "": render_results, "-attacks": render_attacks, "-training": render_training, "-sanity": render_sanity,
-}
+_PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": render_attacks, "-sanity": render_sanity}
 RENDERERS: dict[str, Callable[[], str]] = {
     **{f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
        for tier in TIERS for kind, render in _PER_TIER.items()},
