@@ -392,12 +392,13 @@ def _scheduler_states(job_ids: set[str], strict: bool) -> dict[str, tuple[str, s
     for line in _query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", bases], strict):
         job, state, reason = (line.split("|") + ["", ""])[:3]
         found.update(dict.fromkeys(_expand(job), (state, reason)))
-    unsettled = {i.split("_")[0] for i in job_ids if found.get(i, ("", ""))[0].split(" ")[0] not in _SETTLED}
-    if unsettled:
+    settled = {i for i, (state, _) in found.items() if state.split(" ")[0] in _SETTLED}
+    unsettled = {i.split("_")[0] for i in job_ids if i not in settled}
+    if unsettled:  # squeue knows what sacct may not list yet, and why pending jobs wait
         for line in _query(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(sorted(unsettled))],
                            strict):
             job, state, reason = line.split("|")[:3]
-            found.update(dict.fromkeys(_expand(job), (state, reason)))
+            found.update({i: (state, reason) for i in _expand(job) if i not in settled})
     return found
 
 
