@@ -106,13 +106,14 @@ def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: 
     cancelled = sorted({states[ref].job_id for ref in found.stale if states[ref].queued})
     if cancelled:
         _run(["scancel", *cancelled])
+    jobs = array_jobs(plan, found.queued, _packs(settings))
     run_id = _new_run_id()
-    folder = _private(_private(store.root / RECORDS) / run_id)
+    folder = _run_folder(store.root, run_id) if jobs else store.root / RECORDS / run_id
     resolved, commit = config.to_dict(), pin_git_commit()
     done: list[Submitted] = []
     ids: dict[int, str] = {}
     try:
-        for job in array_jobs(plan, found.queued, _packs(settings)):
+        for job in jobs:
             job_settings = settings[job.step.name]
             dependency = job.dependency(ids)
             # A fresh executor per job: update_parameters(x=None) would not clear an earlier value.
@@ -144,10 +145,8 @@ def dry_run(plan: Plan, store: Store, profile: Profile) -> Submission:
     check_root(store.root)
     settings = _settings(plan, profile)
     run_id = f"dry-run-{_new_run_id()}"
-    folder = store.root / RECORDS / run_id
     jobs = array_jobs(plan, pack=_packs(settings))
-    if jobs:
-        _private(_private(folder.parent) / run_id)
+    folder = _run_folder(store.root, run_id) if jobs else store.root / RECORDS / run_id
     ids = {job.number: f"JOB{job.number}" for job in jobs}
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     out = []
@@ -163,11 +162,13 @@ def dry_run(plan: Plan, store: Store, profile: Profile) -> Submission:
     return Submission(run_id, folder, out)
 
 
-def _private(path: Path) -> Path:
-    """``path`` as a directory only its owner may enter (job pickles, logs, records)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
+def _run_folder(root: Path, run_id: str) -> Path:
+    """``.submissions/<run id>/``, made with ``.submissions`` a directory only its owner may enter:
+    they hold the job pickles, logs and records."""
+    for path in (root / RECORDS, root / RECORDS / run_id):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+    return root / RECORDS / run_id
 
 
 def _settings(plan: Plan, profile: Profile) -> dict[str, JobSettings]:

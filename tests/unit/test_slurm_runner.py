@@ -265,8 +265,8 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
     (store.root / slurm.RECORDS / "run1.json").write_text(json.dumps(record))
     _fake(tmp_path / "bin", "sacct", "11_0|RUNNING|None\n11_1|CANCELLED by 0|None\n11_2|TIMEOUT|None\n"
                                      "11_3|FAILED|NonZeroExitCode\n11_4|RUNNING|None\n12_[0-1]|PENDING|Dependency\n"
-                                     "13_[0-1]|PENDING|Dependency\n14_0|CANCELLED|Dependency\n14_1|CANCELLED|Dependency\n"
-                                     "15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency")
+                                     "13_[0-1]|PENDING|Dependency\n14_0|CANCELLED|Dependency\n"
+                                     "14_1|CANCELLED|Dependency\n15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency")
     _fake(tmp_path / "bin", "squeue", "11_0|RUNNING|None\n11_4|RUNNING|None\n12_0|PENDING|Dependency\n"
                                       "12_1|PENDING|Dependency\n13_0|PENDING|Dependency\n13_1|PENDING|Dependency\n"
                                       "15_0|PENDING|DependencyNeverSatisfied\n15_1|PENDING|DependencyNeverSatisfied\n"
@@ -275,8 +275,8 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
     lines = list(report(plan, store, config))
     assert "up             0/5 done, 2 running, 1 cancelled, 2 failed" in lines
     assert "down           0/10 done, 4 pending, 6 never (upstream failed)" in lines
-    assert any(line.startswith("  c: failed (job 11_2") and line.endswith("hit its time limit: raise the profile's time")
-               for line in lines), lines
+    assert any(line.startswith("  c: failed (job 11_2")
+               and line.endswith("hit its time limit: raise the profile's time") for line in lines), lines
     assert any(line.startswith("  d: failed (job 11_3") and "more often than the profile's max_num_timeout" in line
                for line in lines), lines
     never = [line for line in lines if line.startswith("  job ")]
