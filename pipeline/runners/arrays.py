@@ -4,8 +4,10 @@ A step's tasks that read the same *pending* upstream tasks share one job array (
 alone), one task per element. A step packed ``N`` per element (its tasks are small, see
 ``Step.small`` and the profile key ``pack``) puts all its pending tasks in one array, ``N`` to an
 element, one after another. Either way an array waits (``afterok``) on exactly the upstream elements
-that hold what its tasks read, and each task keeps its own artifact, so a resubmission packs only
-the tasks still missing. Complete artifacts are never submitted and nothing waits for them. Knows
+that hold what its tasks read, each named (``<job>_<index>``) even when it reads them all: Slurm's
+bookkeeping of a whole array counts the requeued runs of its elements (a time-out that requeued a
+training could leave ``afterok:<job>`` unsatisfiable), an element's own state is its last run's.
+Each task keeps its own artifact, so a resubmission packs only the tasks still missing. Complete artifacts are never submitted and nothing waits for them. Knows
 nothing of Slurm commands: the dry run and the submission both use it.
 """
 
@@ -28,7 +30,7 @@ class ArrayJob:
     number: int  # 1-based, in submission order
     step: Step
     elements: list[list[Planned]]
-    after: list[tuple[ArrayJob, list[int] | None]] = field(default_factory=list)  # upstream, elements (None: all)
+    after: list[tuple[ArrayJob, list[int]]] = field(default_factory=list)  # upstream job, its elements read
     after_queued: list[str] = field(default_factory=list)  # Slurm ids queued by an earlier submission
 
     @property
@@ -48,7 +50,7 @@ class ArrayJob:
         refs = []
         for upstream, indices in self.after:
             job_id = ids[upstream.number]
-            refs += [job_id] if indices is None else [f"{job_id}_{i}" for i in indices]
+            refs += [job_id] if len(upstream.elements) == 1 else [f"{job_id}_{i}" for i in indices]
         refs += self.after_queued
         return "afterok:" + ":".join(refs) if refs else None
 
@@ -58,8 +60,7 @@ class ArrayJob:
         for upstream, indices in self.after:
             numbers, ids = by_step.setdefault(upstream.step.name, ([], []))
             numbers.append(upstream.number)
-            ids += [p.task.id for i, element in enumerate(upstream.elements) if indices is None or i in indices
-                    for p in element]
+            ids += [p.task.id for i in indices for p in upstream.elements[i]]
         parts = [(f"#{numbers[0]} " if len(numbers) == 1 else "") + f"{step}[{id_pattern(ids)}] ({_count(len(ids))}"
                  + (f" in {len(numbers)} jobs)" if len(numbers) > 1 else ")")
                  for step, (numbers, ids) in by_step.items()]
@@ -109,8 +110,7 @@ def array_jobs(plan: Plan, queued: Mapping[Ref, str] | None = None, pack: Mappin
             for ref in upstream - queued.keys():
                 number, index = where[ref]
                 after.setdefault(number, set()).add(index)
-            job.after = [(jobs[n - 1], None if len(ix) == len(jobs[n - 1].elements) else sorted(ix))
-                         for n, ix in sorted(after.items())]
+            job.after = [(jobs[n - 1], sorted(ix)) for n, ix in sorted(after.items())]
             where.update({(step, p.key): (job.number, i) for i, element in enumerate(job.elements) for p in element})
             jobs.append(job)
     return jobs

@@ -192,7 +192,6 @@ def test_a_timed_out_array_training_is_requeued_and_resumes(reference, tmp_path,
     fault_log("Slurm: time limit reached by an array training task", survived=resumed and min(restarts) >= 1,
               note=f"--time=2 min, USR2 85 s before: requeued {'/'.join(map(str, restarts))} times, resumed "
                    f"from the checkpoint each time")
-    assert set(sacct(trainings).values()) == {"COMPLETED"}
     assert min(restarts) >= 1 and all("this job is timed-out" in log and "Requeued job" in log for log in logs)
     assert resumed, seen  # epochs done never went down: each rerun continued from the checkpoint
     reference.check(tmp_path, root)

@@ -201,7 +201,7 @@ def test_pending_tasks_become_one_array_per_set_of_pending_upstream_tasks(tmp_pa
         ("up[*]", 2), ("down[a/*]", 2), ("down[b/*]", 2), ("down[c/*]", 2), ("report[x]", 1)]
     ids = {j.number: str(100 + j.number) for j in jobs}
     assert [j.dependency(ids) for j in jobs] == [None, "afterok:101_0", None, "afterok:101_1",
-                                                 "afterok:102:103:104"]
+                                                 "afterok:102_0:102_1:103_0:103_1:104_0:104_1"]
     assert jobs[3].describe_after() == "#1 up[c] (1 task)"
     assert jobs[4].describe_after() == "down[*/*] (6 tasks in 3 jobs)"
 

@@ -64,7 +64,8 @@ def test_packed_steps_fill_elements_and_dependants_wait_on_exactly_the_elements_
     ids = {j.number: str(100 + j.number) for j in jobs}
     deps = [j.dependency(ids) for j in jobs]
     assert deps[:6] == [None, "afterok:101_0", "afterok:101_0", "afterok:101_1", "afterok:101_1", "afterok:101_2"]
-    assert deps[6] == "afterok:102:103:104:105:106"  # a packed array waits on what all its elements read
+    # a packed array waits on what all its elements read; every upstream element is named
+    assert deps[6] == "afterok:" + ":".join(f"{job}_{i}" for job in range(102, 107) for i in range(2))
     assert jobs[6].packed and not jobs[1].packed and jobs[6].describe_after() == "down[*/*] (10 tasks in 5 jobs)"
 
 
