@@ -333,7 +333,7 @@ _EXPLAIN_LOG = {
                                 "raise time or max_num_timeout, then submit again",
 }
 _WITH_LOG = (FAILED, CANCELLED, MISSING)
-_SETTLED = {state for state, ours in _STATES.items() if ours not in IN_QUEUE}  # sacct's word is final
+_LIVE = {state for state, ours in _STATES.items() if ours in IN_QUEUE} - {"COMPLETING"}  # squeue's word wins
 
 
 @dataclass(frozen=True)
@@ -384,8 +384,11 @@ def slurm_states(store_root: Path, plan: Plan, strict: bool = False) -> dict[Ref
 
 
 def _scheduler_states(job_ids: set[str], strict: bool) -> dict[str, tuple[str, str]]:
-    """Slurm state (sacct's words, e.g. ``CANCELLED by 0``) and reason of each ``<job>`` or
-    ``<job>_<index>`` id: sacct's reason, or squeue's pending reason for jobs still in the queue."""
+    """Slurm state and reason of each ``<job>`` or ``<job>_<index>`` id. squeue (the controller's
+    live view) wins while a job is pending or running: sacct's view of an element that was requeued
+    may be its earlier run's. Once a job is over, sacct's words win (``CANCELLED by 0`` tells a
+    user's cancel from Slurm's own, which squeue cannot), and they are all there is once the
+    controller forgets the job."""
     if not job_ids:
         return {}
     bases = ",".join(sorted({i.split("_")[0] for i in job_ids}))
@@ -393,13 +396,9 @@ def _scheduler_states(job_ids: set[str], strict: bool) -> dict[str, tuple[str, s
     for line in _query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", bases], strict):
         job, state, reason = (line.split("|") + ["", ""])[:3]
         found.update(dict.fromkeys(_expand(job), (state, reason)))
-    settled = {i for i, (state, _) in found.items() if state.split(" ")[0] in _SETTLED}
-    unsettled = {i.split("_")[0] for i in job_ids if i not in settled}
-    if unsettled:  # squeue knows what sacct may not list yet, and why pending jobs wait
-        for line in _query(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(sorted(unsettled))],
-                           strict):
-            job, state, reason = line.split("|")[:3]
-            found.update({i: (state, reason) for i in _expand(job) if i not in settled})
+    for line in _query(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", bases], strict):
+        job, state, reason = line.split("|")[:3]
+        found.update({i: (state, reason) for i in _expand(job) if state in _LIVE or i not in found})
     return found
 
 
