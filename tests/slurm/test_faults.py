@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,7 +319,7 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     stale = _ids(chain.records[0], "evaluate") + _ids(chain.records[0], "tabulate")
     cancelled, output = chain.status["cancelled"], chain.outputs[0]
     fault_log("Slurm: array task cancelled mid-run, `submit` again without `cancel`",
-              survived=f"cancelled 2 queued job(s) that could never run" in output,
+              survived="cancelled 2 queued job(s) that could never run" in output,
               note="the 2 jobs waiting on it cancelled and replaced, the running sibling left alone; "
                    "resumed from its checkpoint")
     assert "train-aae      0/2 done, 1 cancelled, 1 running" in cancelled

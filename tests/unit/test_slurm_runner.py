@@ -15,7 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.execute import COMMIT_VARIABLE, checkout_commit, git_commit, pin_git_commit
 from pipeline.runners import arrays, slurm
 from pipeline.runners.arrays import array_jobs
-from pipeline.runners.slurm import NEVER, PENDING, RUNNING, CANCELLED, TaskState, triage
+from pipeline.runners.slurm import CANCELLED, NEVER, PENDING, RUNNING, TaskState, triage
 from pipeline.runners.slurm_job import TaskRunner
 from pipeline.store import MANIFEST, Store
 
