@@ -133,6 +133,7 @@ STEP = Step(
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae"),
     reads=("evaluate", "attack", "victim", "sample", "cae", "aae", "ablation", "seeds"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="02:00:00"),
+    small=True,
     tasks=tasks,
     run=run,
     description="per (method, training attack, test set): per-image recovery metrics",

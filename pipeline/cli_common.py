@@ -51,7 +51,9 @@ class Session:
     def plan(self, config_name: str, overrides: Sequence[str], targets: Sequence[str], force: Sequence[str] = ()):
         from pipeline.config import load_config
         from pipeline.dag import build_plan
+        from pipeline.execute import pin_git_commit
 
+        pin_git_commit()  # every task of this command records the code version of now
         config = load_config(config_name, overrides)
         return config, build_plan(config, self.store, targets or ["all"], force)
 

@@ -27,12 +27,14 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
            force: tuple[str, ...], profile_path: str, dry_run: bool) -> None:
     """Submit TARGETS (``all`` or step names) as Slurm job arrays with afterok dependencies.
 
-    Returns once sbatch has accepted the jobs; up-to-date artifacts and tasks already queued by an
-    earlier submission are not submitted again.
+    Returns once sbatch has accepted the jobs; up-to-date artifacts and tasks that a healthy job of
+    an earlier submission has in the queue are not submitted again. Queued jobs that can never run
+    (an upstream task failed, was cancelled or is submitted again) are cancelled and replaced.
     """
     from pipeline.runners import slurm
     from pipeline.runners.profile import load_profile
 
+    slurm.check_root(session.store.root)
     targets = targets or ("all",)
     config, plan = session.plan(config_name, overrides, targets, force)
     profile = load_profile(profile_path, plan.steps)
@@ -46,6 +48,9 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
         submission = slurm.dry_run(plan, session.store, profile)
     else:
         submission = slurm.submit(plan, session.store, config, profile, targets, force)
+    if submission.cancelled:
+        click.echo(f"cancelled {len(submission.cancelled)} queued job(s) that could never run (an upstream task "
+                   f"failed, was cancelled or is submitted again): {' '.join(submission.cancelled)}")
     if submission.queued:
         click.echo(f"already queued by an earlier submission: {submission.queued} task(s)")
     if not submission.jobs:
@@ -70,17 +75,23 @@ def _resources(s: Submitted) -> str:
 
 def _throttle(s: Submitted) -> str:
     limit = s.settings.get("array_throttle")
-    return f"%{limit}" if len(s.job.tasks) > 1 and limit else "-"
+    return f"%{limit}" if len(s.job.elements) > 1 and limit else "-"
+
+
+def _tasks(s: Submitted) -> str:
+    """How many tasks; packed ones as ``103 in 7`` (array elements)."""
+    count = str(len(s.job.tasks))
+    return f"{count} in {len(s.job.elements)}" if s.job.packed else count
 
 
 def _log(s: Submitted) -> str:
-    return f"{s.job_id}_0_log.err" if len(s.job.tasks) == 1 else f"{s.job_id}_<i>_0_log.err"
+    return f"{s.job_id}_0_log.err" if len(s.job.elements) == 1 else f"{s.job_id}_<i>_0_log.err"
 
 
 # Table columns: header, and the cell of one job.
 _Column = tuple[str, Callable[["Submitted"], str]]
 _COMMON: list[_Column] = [("#", lambda s: str(s.job.number)), ("job", lambda s: s.job.label),
-                          ("tasks", lambda s: str(len(s.job.tasks))), ("throttle", _throttle)]
+                          ("tasks", _tasks), ("throttle", _throttle)]
 _AFTER: _Column = ("after", lambda s: s.job.describe_after())
 _COLUMNS = [*_COMMON, ("job id", lambda s: s.job_id), ("log", _log), _AFTER]
 _DRY_COLUMNS = [*_COMMON, ("resources", _resources), ("script", lambda s: s.script.name), _AFTER]

@@ -73,6 +73,7 @@ class Step:
     tasks: TasksFn
     run: Callable[[Any, Task], None]
     checkpointable: bool = False  # long-running: requeued and resumed after a scheduler time-out
+    small: bool = False  # tasks take seconds to minutes: a scheduler packs several into one job
     description: str = ""
     report: Callable[[list[tuple[Task, dict]]], list[str]] | None = None  # status lines from summaries
 

@@ -144,8 +144,33 @@ def slurm_ids() -> dict[str, str]:
     return {key: os.environ[var] for key, var in names.items() if var in os.environ}
 
 
-@cache
+COMMIT_VARIABLE = "PIPELINE_GIT_COMMIT"
+
+
+def pin_git_commit(commit: str | None = None) -> str:
+    """Fix the code version that every task of this command records: ``commit`` if given (a Slurm
+    job passes the one pinned at submit), else the one already pinned in the environment, else the
+    checkout's commit, read now (``""`` outside a git checkout).
+
+    The value lives in the environment variable ``PIPELINE_GIT_COMMIT``, so everything the command
+    starts inherits it: worker processes, and Slurm jobs (sbatch exports the environment; the Slurm
+    runner also carries the value in each job's pickled call). ``Session.plan`` pins it once per
+    command, so tasks that run later, elsewhere, or after the checkout changed record the commit
+    (and dirty flag) of the moment the run was planned, not of whenever they happen to run.
+    """
+    if commit is not None:
+        os.environ[COMMIT_VARIABLE] = commit
+    return os.environ.setdefault(COMMIT_VARIABLE, checkout_commit() or "")
+
+
 def git_commit() -> str | None:
+    """The code version a manifest records: the pinned one (see ``pin_git_commit``), else the checkout's."""
+    pinned = os.environ.get(COMMIT_VARIABLE)
+    return checkout_commit() if pinned is None else pinned or None
+
+
+@cache
+def checkout_commit() -> str | None:
     """The commit of the checkout the package runs from (with ``+dirty``), or None."""
     here = Path(pipeline.__file__).resolve().parent.parent
     try:
@@ -156,4 +181,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
-

@@ -4,6 +4,8 @@
 #   slurm/testcluster.sh start  DIR   # MariaDB, munged, slurmdbd, slurmctld, slurmd; writes DIR/env.sh
 #   slurm/testcluster.sh stop   DIR   # stops the cluster's daemons (munged is shared and left running)
 #   slurm/testcluster.sh status DIR   # one line per daemon; exit 0 when all are alive
+#   slurm/testcluster.sh kill-slurmd DIR    # SIGKILL slurmd alone, as if it crashed (its jobs keep running)
+#   slurm/testcluster.sh start-slurmd DIR   # start slurmd again; waits until slurmctld hears from it
 #
 # All state (configuration, spool, logs, pid files, MariaDB data and socket) lives under DIR.
 # Callers run `source DIR/env.sh` to point sbatch/squeue/sacct/submitit at the cluster.
@@ -26,6 +28,8 @@ usage() {
 usage: $PROG start DIR    start a single-node Slurm test cluster with all state under DIR
        $PROG stop DIR     stop it (idempotent; munged is left running)
        $PROG status DIR   report which daemons are alive (exit 0 if all are)
+       $PROG kill-slurmd DIR    SIGKILL slurmd (a crash: running jobs' step daemons survive it)
+       $PROG start-slurmd DIR   start slurmd again and wait until its node is no longer down
 EOF
     exit 2
 }
@@ -324,6 +328,7 @@ JobRequeue=1
 ReturnToService=2
 MinJobAge=3600
 KillWait=2
+SlurmdTimeout=10
 InactiveLimit=0
 Waittime=0
 AccountingStorageType=accounting_storage/slurmdbd
@@ -390,6 +395,35 @@ cmd_stop() {
     log "cluster stopped in $(elapsed "$t0") s"
 }
 
+# Succeeds once slurmctld reports the node in a state other than down / not responding.
+node_back() {
+    local state
+    state=$(SLURM_CONF=$SLURM_CONF_FILE sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n 1) || return 1
+    [[ -n $state && $state != *down* && $state != *'*'* ]]
+}
+
+cmd_kill_slurmd() {
+    local pid
+    [[ -d $1 ]] || die "$1 does not exist"
+    set_layout "$1"
+    pid=$(live_pid slurmd) || die "slurmd is not running for $D"
+    kill -KILL "$pid"
+    rm -f -- "$SLURMD_PID"
+    log "killed slurmd (pid $pid)"
+}
+
+cmd_start_slurmd() {
+    [[ -d $1 ]] || die "$1 does not exist"
+    set_layout "$1"
+    live_pid slurmctld >/dev/null || die "slurmctld is not running for $D"
+    if ! live_pid slurmd >/dev/null; then
+        SLURM_CONF=$SLURM_CONF_FILE setsid slurmd </dev/null >>"$LOG_DIR/slurmd.log" 2>&1
+    fi
+    NODE_NAME=$(slurmd -C | sed -nE 's/^NodeName=([^ ]+).*/\1/p')
+    wait_for 60 "node $NODE_NAME to come back" node_back
+    log "slurmd is back"
+}
+
 cmd_status() {
     local name pid all=0
     [[ -d $1 ]] || die "$1 does not exist"
@@ -418,6 +452,8 @@ main() {
         start) cmd_start "$2" ;;
         stop) cmd_stop "$2" ;;
         status) cmd_status "$2" ;;
+        kill-slurmd) cmd_kill_slurmd "$2" ;;
+        start-slurmd) cmd_start_slurmd "$2" ;;
         *) usage ;;
     esac
 }

@@ -7,6 +7,7 @@ files, CIFAR-10 pickle batches and idx files, so every reader runs on real image
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import subprocess
 import sys
@@ -19,6 +20,32 @@ import yaml
 from PIL import Image
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _changed_files() -> dict[str, str] | None:
+    """Files of the checkout that differ from HEAD or are untracked (ignored ones aside), each with
+    a hash of its content; None outside a git checkout."""
+    try:
+        listed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-z", "--untracked-files=all"],
+                                capture_output=True, check=True).stdout.split(b"\0")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    paths = [entry[3:].decode() for entry in listed if len(entry) > 3]
+    return {path: hashlib.sha256((REPO / path).read_bytes()).hexdigest() if (REPO / path).is_file() else "gone"
+            for path in paths}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_stays_clean():
+    """No test writes into the checkout (data manifests, results, ...): after the session, no file
+    of it is changed or new that was not so before (commits made meanwhile do not count)."""
+    before = _changed_files()
+    yield
+    after = _changed_files()
+    if before is not None and after is not None:
+        written = sorted(path for path, digest in after.items() if before.get(path) != digest)
+        assert not written, f"the tests wrote into the checkout {REPO}: {', '.join(written)}"
 
 
 def photo_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ Given a manifest, sampling takes exactly its items and refuses files whose check
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,16 +62,58 @@ def make_manifest(dataset: str, source: str, seed: int, classes: list[str] | Non
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """A dataset manifest, checked against its format: every field that sampling reads has its type."""
     try:
         manifest = json.loads(Path(path).read_text())
     except OSError as err:
         raise PipelineError(f"cannot read manifest {path}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PipelineError(f"manifest {path} is not valid JSON: {err}") from None
+    _check_manifest(manifest, path)
+    return manifest
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    def wrong(where: str, value: Any, what: str) -> PipelineError:
+        return PipelineError(f"manifest {path}: {where} must be {what}, not {_shown(value)}")
+
+    if not isinstance(manifest, dict):
+        raise wrong("the top level", manifest, "an object")
     for key in ("format", "files", "splits"):
         if key not in manifest:
             raise PipelineError(f"manifest {path} has no key {key!r}")
-    return manifest
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise wrong("'format'", manifest["format"], str(MANIFEST_FORMAT))
+    classes = manifest.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise wrong("'classes'", classes, "null or a list of class names")
+    if not isinstance(manifest["files"], dict):
+        raise wrong("'files'", manifest["files"], "an object of file -> sha256")
+    for file, digest in manifest["files"].items():
+        if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+            raise wrong(f"'files.{file}'", digest, "a sha256 (64 hex digits)")
+    if not isinstance(manifest["splits"], dict):
+        raise wrong("'splits'", manifest["splits"], "an object of split -> entries")
+    for split, entries in manifest["splits"].items():
+        if not isinstance(entries, list):
+            raise wrong(f"'splits.{split}'", entries, "a list of entries")
+        for i, entry in enumerate(entries):
+            where = f"splits.{split}[{i}]"
+            if not isinstance(entry, dict):
+                raise wrong(f"'{where}'", entry, "an object with id, file and label")
+            for key, kind, what in _ENTRY:
+                value = entry.get(key)
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise wrong(f"'{where}.{key}'", value, what)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ENTRY = (("id", str, "text"), ("file", str, "a path relative to the dataset root"), ("label", int, "an integer"))
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def from_manifest(manifest: dict[str, Any], path: Path, root: Path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import math
 import os
 import re
 import sys
@@ -60,7 +61,7 @@ def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[st
 
 
 def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
-    """Read (some rows of) named arrays; a truncated or corrupt file fails naming the path."""
+    """Read (some rows of) named arrays; a truncated, corrupt or hostile file fails naming the path."""
     import h5py
 
     try:
@@ -71,8 +72,9 @@ def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = sli
                 raise PipelineError(f"shard {path} has no dataset(s) {', '.join(missing)}")
             out = {}
             for name in names:
-                data = handle[name][rows]
-                out[name] = data.astype(str) if handle[name].dtype.kind == "O" else data
+                dataset = _dataset(handle, name, path, rows)
+                data = dataset[rows]
+                out[name] = data.astype(str) if dataset.dtype.kind == "O" else data
             return out
     except PipelineError:
         raise
@@ -85,9 +87,38 @@ def shard_length(path: Path, name: str = "images") -> int:
 
     try:
         with h5py.File(path, "r") as handle:
-            return int(handle[name].shape[0])
-    except (OSError, KeyError) as err:
+            return int(_dataset(handle, name, path).shape[0])
+    except PipelineError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
         raise PipelineError(f"cannot read HDF5 shard {path}: {err}") from None
+
+
+def _dataset(handle, name: str, path: Path, rows: slice = slice(0)):
+    """Dataset ``name`` of an open shard, refused unless its bytes are in the file itself (no soft or
+    external link, no external raw storage, no virtual dataset mapping other files) and reading
+    ``rows`` of it fits in this machine's memory (a shard may declare any shape)."""
+    import h5py
+
+    link = handle.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise PipelineError(f"shard {path}: {name!r} is a link ({type(link).__name__}), not data stored in the shard")
+    dataset = handle[name]
+    if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual or dataset.shape is None:
+        raise PipelineError(f"shard {path}: dataset {name!r} keeps its data outside the shard "
+                            f"(external storage or a virtual dataset) or has none")
+    count = len(range(*rows.indices(dataset.shape[0]))) if dataset.shape else 1
+    size = count * math.prod(dataset.shape[1:]) * dataset.dtype.itemsize
+    if size > _memory():
+        raise PipelineError(f"shard {path}: dataset {name!r} declares shape {dataset.shape} of {dataset.dtype}, "
+                            f"{size / 2**30:.1f} GiB to read, more than this machine's memory "
+                            f"({_memory() / 2**30:.1f} GiB)")
+    return dataset
+
+
+def _memory() -> int:
+    """Bytes of physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class ShardSet:

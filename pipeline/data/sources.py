@@ -11,6 +11,7 @@ decodes a selection of them into uint8 3 x S x S arrays.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -130,9 +131,24 @@ def read_cifar_batch(path: Path) -> dict:
         if key not in batch:
             raise PipelineError(f"CIFAR batch {path} has no key {key!r} (keys: {', '.join(map(str, batch))})")
     data = np.asarray(batch["data"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(batch["labels"]) != len(data):
-        raise PipelineError(f"CIFAR batch {path}: 'data' must be N x 3072 uint8 with N labels")
-    return {"data": data, "labels": np.asarray(batch["labels"], dtype=np.int64)}
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise PipelineError(f"CIFAR batch {path}: 'data' must be N x 3072 uint8, not {data.dtype} {data.shape}")
+    return {"data": data, "labels": _cifar_labels(batch["labels"], len(data), path)}
+
+
+def _cifar_labels(labels: object, count: int, path: Path) -> np.ndarray:
+    """``labels`` as ``count`` class indices 0-9, or one error naming the batch."""
+    try:
+        array = np.asarray(labels) if isinstance(labels, (list, tuple, np.ndarray)) else None
+    except (ValueError, TypeError):  # ragged nesting
+        array = None
+    if array is None or array.ndim != 1 or len(array) != count or (count and array.dtype.kind not in "iu"):
+        shown = f"{array.dtype} {array.shape}" if array is not None else type(labels).__name__
+        raise PipelineError(f"CIFAR batch {path}: 'labels' must be {count} integers, one per image, not {shown}")
+    if count and (array.min() < 0 or array.max() >= len(CifarBatches.CLASSES)):
+        raise PipelineError(f"CIFAR batch {path}: 'labels' must lie in 0-{len(CifarBatches.CLASSES) - 1}, "
+                            f"found {array.min()}-{array.max()}")
+    return array.astype(np.int64)
 
 
 class CifarBatches(Source):
@@ -191,9 +207,11 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise PipelineError(f"{path} is not an unsigned-byte idx file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise PipelineError(f"idx file {path} is truncated inside its header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
+    if data.size != math.prod(shape):  # Python integers: a declared shape cannot overflow
         raise PipelineError(f"idx file {path} is truncated: {data.size} values for shape {shape}")
     return data.reshape(shape)
 

@@ -24,15 +24,19 @@ place that sets it: ``steps.<name>`` > ``cpu``/``gpu`` > top level > the step's 
                            (``true``: a flag without a value)
     max_num_timeout  int   how often a checkpointable step may be requeued after a time-out (3)
     signal_delay_s   int   seconds before the time limit at which Slurm sends the time-out signal (90)
+    pack             int   at most this many tasks run one after another in one job (array task);
+                           default: ``SMALL_PACK`` for steps declared ``small``, else 1
 
 Every value except ``setup`` is checked against a pattern, so no shell metacharacter (``;``,
-``$(``, backticks, spaces, newlines) can reach a job script. Unknown keys and malformed values fail
-naming the key.
+``$(``, backticks, spaces, newlines) can reach a job script. ``extra`` takes sbatch's long option
+names in full (sbatch would read an abbreviation such as ``part`` as ``--partition``), and none
+that the runner or a profile key sets. Unknown keys and malformed values fail naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -47,9 +51,14 @@ from pipeline.errors import PipelineError
 from pipeline.schema import bounded, build, suggest
 
 DEFAULTS = {"max_num_timeout": 3, "signal_delay_s": 90}
-# submitit's names for the profile keys it spells differently; keys that go to the executor itself.
+SMALL_PACK = 16  # tasks per job for steps declared small, unless a profile says otherwise
+# sbatch flags the runner adds unless ``extra`` sets them: a job whose upstream failed or was
+# cancelled is cancelled too, instead of pending forever with reason DependencyNeverSatisfied.
+RUNNER_FLAGS = {"kill-on-invalid-dep": "yes"}
+# submitit's names for the profile keys it spells differently; keys that are not sbatch settings
+# (the executor's requeue budget, the runner's packing).
 _RENAMED = {"array_throttle": "array_parallelism", "extra": "additional_parameters"}
-_EXECUTOR_ONLY = ("max_num_timeout",)
+_NOT_SBATCH = ("max_num_timeout", "pack")
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Settings:
     extra: dict[str, str | int | bool] | None = None
     max_num_timeout: int | None = bounded(None, lo=0)
     signal_delay_s: int | None = bounded(None, lo=1)
+    pack: int | None = bounded(None, lo=1)
 
 
 @dataclass
@@ -93,7 +103,8 @@ class Profile(Settings):
         kind = "gpu" if resources.gpus else "cpu"
         layers: list[tuple[str | None, dict[str, Any]]] = [(None, {
             "cpus_per_task": resources.cpus, "mem": resources.mem, "time": resources.time,
-            "gres": f"gpu:{resources.gpus}" if resources.gpus else None})]
+            "gres": f"gpu:{resources.gpus}" if resources.gpus else None,
+            "pack": SMALL_PACK if step.small else 1})]
         layers += [(where, _values(settings)) for where, settings in self.blocks()
                    if where in ("", kind, f"steps.{step.name}")]
         values: dict[str, Any] = dict(DEFAULTS)
@@ -101,7 +112,7 @@ class Profile(Settings):
         for where, layer in layers:
             for name, value in layer.items():
                 if value is not None:
-                    values[name] = {**values.get(name, {}), **value} if name == "extra" else value
+                    values[name] = {**values.get(name, {}), **_flags(value)} if name == "extra" else value
                     origin[name] = f"the Resources of step {step.name!r}" if where is None \
                         else f"profile key {_join(where, name)!r}"
         return JobSettings(values, origin)
@@ -120,14 +131,20 @@ class JobSettings:
     def submitit_parameters(self, checkpointable: bool) -> dict[str, Any]:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
         params = {_RENAMED.get(k, k): _CONVERT[k](v) if k in _CONVERT else v for k, v in self.values.items()
-                  if k not in _EXECUTOR_ONLY}
-        if checkpointable:  # submitit requeues with ``scontrol requeue``; the job must allow it
-            params["additional_parameters"] = {"requeue": True, **params.get("additional_parameters", {})}
+                  if k not in _NOT_SBATCH}
+        # submitit requeues checkpointable steps with ``scontrol requeue``; the job must allow it
+        flags = {**RUNNER_FLAGS, **({"requeue": True} if checkpointable else {})}
+        params["additional_parameters"] = {**flags, **params.get("additional_parameters", {})}
         return params
 
 
 def _values(settings: Settings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)}
+
+
+def _flags(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with sbatch's spelling of each flag (submitit writes ``mail_type`` as ``--mail-type``)."""
+    return {flag.replace("_", "-"): value for flag, value in extra.items()}
 
 
 def _join(where: str, key: str) -> str:
@@ -171,9 +188,24 @@ _FORMATS: dict[str, tuple[re.Pattern, str]] = {
 }
 _FLAG = re.compile(r"[a-z][a-z0-9_-]*")
 _FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:=@%/+-]+")
-# sbatch flags the runner sets itself, or that have a profile key of their own.
+# sbatch's long options (Slurm 22.05). sbatch also takes any unambiguous prefix of one, so a flag
+# must be written in full: ``part`` would be read as ``--partition``.
+SBATCH_OPTIONS = frozenset("""
+    account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint container
+    contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot dependency
+    distribution error exclude exclusive export export-file extra-node-info get-user-env gid gpu-bind gpu-freq
+    gpus gpus-per-node gpus-per-socket gpus-per-task gres gres-flags help hint hold ignore-pbs input job-name
+    kill-on-invalid-dep licenses mail-type mail-user mcs-label mem mem-bind mem-per-cpu mem-per-gpu mincpus
+    network nice no-kill no-requeue nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu
+    ntasks-per-node ntasks-per-socket open-mode output overcommit oversubscribe parsable partition power prefer
+    priority profile propagate qos quiet reboot requeue reservation signal sockets-per-node spread-job switches
+    test-only thread-spec threads-per-core time time-min tmp uid usage use-min-nodes verbose version wait
+    wait-all-nodes wckey wrap""".split())
+# sbatch flags the runner sets itself, that have a profile key of their own, or that would keep
+# submitit from reading the job id sbatch prints (or from submitting at all).
 _RESERVED_FLAGS = {"array", "dependency", "output", "error", "open-mode", "signal", "job-name", "wrap",
-                   "partition", "account", "qos", "constraint", "gres", "cpus-per-task", "mem", "time"}
+                   "partition", "account", "qos", "constraint", "gres", "cpus-per-task", "mem", "time",
+                   "requeue", "no-requeue", "parsable", "test-only", "wait", "help", "usage", "version"}
 
 
 def _check(settings: Settings, where: str) -> None:
@@ -188,13 +220,25 @@ def _check(settings: Settings, where: str) -> None:
         raise PipelineError(f"key {_join(where, 'time')!r}: value {settings.time!r} is shorter than a minute")
     for flag, value in (settings.extra or {}).items():
         key = _join(where, f"extra.{flag}")
-        if not _FLAG.fullmatch(flag):
-            raise PipelineError(f"key {key!r}: {flag!r} is not an sbatch flag name")
-        if flag.replace("_", "-") in _RESERVED_FLAGS:
-            raise PipelineError(f"key {key!r}: --{flag} is set by the runner or by its own profile key")
+        _check_flag(flag, key)
         if value is False or not (value is True or _FLAG_VALUE.fullmatch(str(value))):
             raise PipelineError(f"key {key!r}: value {value!r} is not a plain sbatch value "
                                 f"(letters, digits and _.,:=@%/+-; true for a flag without a value)")
+
+
+def _check_flag(flag: str, key: str) -> None:
+    """A flag of ``extra`` is one of sbatch's long options, in full, and not one the runner sets."""
+    if not _FLAG.fullmatch(flag):
+        raise PipelineError(f"key {key!r}: {flag!r} is not an sbatch flag name")
+    option = flag.replace("_", "-")
+    if option not in SBATCH_OPTIONS:
+        expands = sorted(o for o in SBATCH_OPTIONS if o.startswith(option))
+        close = difflib.get_close_matches(option, SBATCH_OPTIONS, n=1)
+        hint = f"sbatch would read it as --{' or --'.join(expands)}" if expands else \
+            f"did you mean --{close[0]}?" if close else "see sbatch --help"
+        raise PipelineError(f"key {key!r}: {flag!r} is not an sbatch option written in full ({hint})")
+    if option in _RESERVED_FLAGS:
+        raise PipelineError(f"key {key!r}: --{option} is set by the runner or by its own profile key")
 
 
 def load_profile(path: str | Path, steps: Mapping[str, Step]) -> Profile:

@@ -7,6 +7,7 @@ realistic root: the failing task's inputs are there, only its own output must no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -279,3 +280,173 @@ def test_hostile_setup_lines_stay_the_users_own_shell_lines(shared, tmp_path, fa
     assert scripts and whole and sbatch_clean
     assert not marker.exists()
     assert sorted(p.relative_to(root).parts[0] for p in root.iterdir()) == [".submissions"]
+
+
+def test_extra_flags_that_sbatch_would_read_as_a_runner_flag_are_refused(shared, fault_log):
+    """sbatch takes any unambiguous prefix of a long option: ``part`` sets the partition."""
+    for flag, means in (("part", "--partition"), ("dep", "--dependency"), ("arr", "--array"), ("out", "--output"),
+                        ("sig", "--signal"), ("job-n", "--job-name"), ("parsable", "set by the runner")):
+        path = shared["inputs"] / f"abbreviated-{flag}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({"gpu": {"extra": {flag: "gpu"}}}))
+        refused(shared, fault_log, "profile extra flag abbreviating or naming a runner flag",
+                ["submit", "all", "--dry-run", "--profile", str(path), "--config", shared["config"]],
+                str(path), f"'gpu.extra.{flag}'", means)
+
+
+# --- the Slurm side -------------------------------------------------------------------------------
+
+HOSTILE_ROOTS = ["/tmp/a\nb", "/tmp/a%x", "/tmp/a%j", "/tmp/a\tb", "/tmp/a\rb", "/tmp/a\x1b[2Jb", "/tmp/a\x7fb",
+                 "/tmp/a\u2028b"]
+
+
+@pytest.mark.parametrize("root", HOSTILE_ROOTS, ids=[ascii(r) for r in HOSTILE_ROOTS])
+def test_artifact_roots_a_job_script_cannot_carry_are_refused(shared, fault_log, root):
+    """A newline would start a new script line under bash; Slurm expands %x, %j, ... in --output."""
+    profile = Path(__file__).resolve().parents[2] / "slurm" / "local.yaml"
+    result = pipeline(shared["cwd"], Path(root), "submit", "all", "--config", shared["config"], "--profile",
+                      str(profile), "--dry-run")
+    lines = result.stderr.strip().splitlines()
+    clear = result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: artifact root {root!r}")
+    untouched = not Path(root).exists()
+    fault_log("hostile artifact root (Slurm)", survived=clear and untouched,
+              note="newline, tab, CR, ESC, DEL, U+2028, %x, %j: one 'error:' line naming it; no script written")
+    assert clear, result.stderr
+    assert untouched
+
+
+def _record(shared, job_id: str) -> Path:
+    folder = shared["root"] / ".submissions"
+    folder.mkdir(exist_ok=True)
+    path = folder / "20260101-000000-evil.json"
+    path.write_text(json.dumps({"run_id": "20260101-000000-evil", "log_folder": str(folder / "x"), "jobs": [
+        {"job_id": job_id, "step": "attack", "label": "attack[x]", "dependency": None,
+         "tasks": [{"id": "x", "key": "0" * 20, "job_id": job_id}]}]}))
+    return path
+
+
+@pytest.mark.parametrize("job_id", ["1;touch {marker}", "--user=root", "1 2", "$(touch {marker})", "1_2_3"])
+def test_job_ids_in_submission_records_are_checked_before_any_slurm_command(shared, fault_log, job_id):
+    marker = shared["inputs"] / "JOB-ID-RAN"
+    value = job_id.format(marker=marker)
+    path = _record(shared, value)
+    try:
+        for command in (["cancel"], ["status", "--config", shared["config"]]):
+            refused(shared, fault_log, "hostile job id in a submission record", command, str(path), repr(value),
+                    "is not a Slurm job id")
+    finally:
+        path.unlink()
+    assert not marker.exists()
+
+
+def test_submission_folders_are_private(shared, tmp_path, fault_log):
+    old = os.umask(0o022)
+    try:
+        result = pipeline(tmp_path, tmp_path / "root", "submit", "all", "--dry-run", "--config", shared["config"],
+                          "--profile", str(Path(__file__).resolve().parents[2] / "slurm" / "local.yaml"))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "root" / ".submissions",
+                                                         *(tmp_path / "root" / ".submissions").iterdir()]}
+    private = result.returncode == 0 and set(modes.values()) == {0o700}
+    fault_log("submission folder readable by others", survived=private,
+              note="umask 022: .submissions and each run's folder (pickles, logs) created 0700")
+    assert result.returncode == 0, result.stderr
+    assert set(modes.values()) == {0o700}, modes
+
+
+# --- hostile data files ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels, fragment", [
+    (["cat", "dog", "cat", "dog"], "'labels' must be 4 integers, one per image"),
+    ([0, 1, 2, 11], "'labels' must lie in 0-9, found 0-11"),
+    ([0, 1, 2], "'labels' must be 4 integers, one per image, not int64 (3,)"),
+    ({"0": 1}, "not dict"),
+], ids=["text", "out-of-range", "too-few", "mapping"])
+def test_malformed_cifar_labels(shared, fault_log, labels, fragment):
+    import pickle
+
+    cifar = shared["inputs"] / f"cifar-labels-{len(str(labels))}-{type(labels).__name__}"
+    cifar.mkdir(parents=True)
+    with open(cifar / "data_batch_1", "wb") as handle:
+        pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"labels": labels}, handle, protocol=2)
+    refused(shared, fault_log, "malformed CIFAR labels", _run(
+        shared, "sample", "sample.datasets.fashion.source=cifar10", f"sample.datasets.fashion.root={cifar}"),
+        str(cifar / "data_batch_1"), fragment)
+
+
+MANIFEST_DAMAGE = {
+    "top-level list": (lambda m: [m], "the top level must be an object"),
+    "label as text": (lambda m: {**m, "splits": {**m["splits"], "cae_train": [
+        {**m["splits"]["cae_train"][0], "label": "cat"}, *m["splits"]["cae_train"][1:]]}},
+                      "'splits.cae_train[0].label' must be an integer"),
+    "entry without a file": (lambda m: {**m, "splits": {**m["splits"], "cae_train": [
+        {"id": "x", "label": -1}, *m["splits"]["cae_train"][1:]]}}, "'splits.cae_train[0].file' must be a path"),
+    "files as a list": (lambda m: {**m, "files": list(m["files"])}, "'files' must be an object of file -> sha256"),
+    "checksum not hex": (lambda m: {**m, "files": {k: "z" * 64 for k in m["files"]}}, "must be a sha256"),
+    "split as a mapping": (lambda m: {**m, "splits": {**m["splits"], "cae_train": {"0": {}}}},
+                           "'splits.cae_train' must be a list of entries"),
+    "wrong format": (lambda m: {**m, "format": "1"}, "'format' must be 1"),
+}
+
+
+@pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE))
+def test_malformed_dataset_manifests(shared, fault_log, damage):
+    change, fragment = MANIFEST_DAMAGE[damage]
+    manifest = json.loads((shared["reference"].cwd / "data_manifests" / "smoke" / "photos.json").read_text())
+    path = shared["inputs"] / f"manifest-{damage.replace(' ', '-')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(change(manifest)))
+    refused(shared, fault_log, "malformed dataset manifest",
+            _run(shared, "sample", f"sample.datasets.photos.manifest={path}"), f"manifest {path}", fragment)
+
+
+def _hostile_shard(path: Path, kind: str, original: Path) -> None:
+    """``path``: the arrays of an adversarial shard, with ``images`` made hostile."""
+    import h5py
+
+    with h5py.File(original, "r") as handle:
+        arrays = {name: handle[name][()] for name in handle}
+    with h5py.File(path, "w") as handle:
+        for name, array in arrays.items():
+            if name != "images":
+                handle[name] = array
+        if kind == "external storage":  # the bytes of another file, read as the images
+            handle.create_dataset("images", shape=(1, 3, 8, 8), dtype=np.uint8, external=[("/etc/passwd", 0, 192)])
+        elif kind == "external link":  # another file's images
+            handle["images"] = h5py.ExternalLink(str(original), "images")
+        elif kind == "soft link":
+            handle["real"] = arrays["images"]
+            handle["images"] = h5py.SoftLink("/real")
+        else:  # 286 GiB declared, a few KiB on disk: chunks never written
+            handle.create_dataset("images", shape=(2_000_000, 3, 112, 112), dtype=np.float32,
+                                  chunks=(1, 3, 112, 112), compression="gzip")
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("external storage", "keeps its data outside the shard"),
+    ("external link", "'images' is a link (ExternalLink)"),
+    ("soft link", "'images' is a link (SoftLink)"),
+    ("huge declared array", "280.4 GiB to read, more than this machine's memory"),
+])
+def test_hostile_hdf5_shards(shared, fault_log, kind, fragment):
+    """Someone who can write to the artifact root swaps an adversarial shard (and its checksum in
+    the manifest): the training that reads it stops with one line, and reads nothing else."""
+    root = shared["root"]
+    (manifest,) = [p for p in root.glob("attack/*/MANIFEST.json")
+                   if json.loads(p.read_text())["task"] == "aae_train/fgsm/000000"]
+    shard, saved = manifest.parent / "adv.h5", manifest.read_bytes()
+    original = shard.read_bytes()
+    backup = shared["inputs"] / "adv-original.h5"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    backup.write_bytes(original)
+    _hostile_shard(shard, kind, backup)
+    data = json.loads(saved)
+    data["files"]["adv.h5"] = {"sha256": hashlib.sha256(shard.read_bytes()).hexdigest(), "size": shard.stat().st_size}
+    manifest.write_text(json.dumps(data))
+    try:  # a new seed: every training is pending and reads the shards
+        refused(shared, fault_log, "hostile HDF5 shard (external storage or link, 280 GiB declared)",
+                _run(shared, "train-aae", "aae.optim.seed=5"), f"shard {shard}: ", fragment)
+    finally:
+        shard.write_bytes(original)
+        manifest.write_bytes(saved)

@@ -6,6 +6,7 @@ how it was called.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.runners import slurm
 from pipeline.runners.arrays import array_jobs, id_pattern
-from pipeline.runners.profile import load_profile, minutes
+from pipeline.runners.profile import SMALL_PACK, load_profile, minutes
 from pipeline.store import MANIFEST, Store
 
 pytestmark = pytest.mark.unit
@@ -97,11 +98,46 @@ def test_unknown_keys_fail_naming_the_key_and_the_closest_valid_one(tmp_path):
     ("extra: {'bad flag': 1}", "'extra.bad flag'"),
     ("extra: {dependency: 'afterok:1'}", "'extra.dependency'"),
     ("extra: {exclusive: false}", "'extra.exclusive'"),
+    ("pack: 0", "'pack'"),
     ("cpus_per_task: 0", "'cpus_per_task'"),
     ("array_throttle: two", "'array_throttle'"),
 ])
 def test_malformed_values_fail_naming_the_key(tmp_path, text, key):
     _refused(tmp_path, text, key)
+
+
+@pytest.mark.parametrize("text, key, hint", [
+    ("extra: {part: gpu}", "'extra.part'", "sbatch would read it as --partition"),
+    ("extra: {dep: 'afterany:1'}", "'extra.dep'", "as --dependency"),
+    ("gpu: {extra: {arr: '0-3'}}", "'gpu.extra.arr'", "as --array"),
+    ("extra: {mail: FAIL}", "'extra.mail'", "as --mail-type or --mail-user"),
+    ("extra: {exclusiv: true}", "'extra.exclusiv'", "as --exclusive"),
+    ("extra: {partitions: gpu}", "'extra.partitions'", "did you mean --partition?"),
+    ("extra: {no_requeue: true}", "'extra.no_requeue'", "--no-requeue is set by the runner"),
+    ("extra: {parsable: true}", "'extra.parsable'", "set by the runner"),
+    ("steps: {down: {extra: {test-only: true}}}", "'steps.down.extra.test-only'", "set by the runner"),
+])
+def test_extra_flags_must_be_sbatch_options_in_full_that_the_runner_leaves_alone(tmp_path, text, key, hint):
+    """sbatch takes any unambiguous prefix of an option: ``part`` would set the partition."""
+    _refused(tmp_path, text, key, hint)
+
+
+def test_extra_flags_are_spelled_as_sbatch_spells_them_and_may_keep_failed_dependencies_pending(tmp_path):
+    down = _profile(tmp_path, "extra: {mail_type: FAIL, kill_on_invalid_dep: 'no'}").resolve(STEPS["down"])
+    assert down.get("extra") == {"mail-type": "FAIL", "kill-on-invalid-dep": "no"}
+    assert down.submitit_parameters(False)["additional_parameters"] == {"mail-type": "FAIL",
+                                                                        "kill-on-invalid-dep": "no"}
+    default = _profile(tmp_path, "{}").resolve(STEPS["down"]).submitit_parameters(False)
+    assert default["additional_parameters"] == {"kill-on-invalid-dep": "yes"}
+
+
+def test_small_steps_are_packed_unless_the_profile_says_otherwise(tmp_path):
+    small = dataclasses.replace(STEPS["down"], small=True)
+    assert _profile(tmp_path, "{}").resolve(small).get("pack") == SMALL_PACK
+    assert _profile(tmp_path, "{}").resolve(STEPS["down"]).get("pack") == 1
+    profile = _profile(tmp_path, "pack: 4\nsteps: {up: {pack: 2}}")
+    assert [profile.resolve(s).get("pack") for s in (small, STEPS["up"])] == [4, 2]
+    assert "pack" not in profile.resolve(small).submitit_parameters(False)
 
 
 def test_an_unquoted_time_that_yaml_reads_as_a_number_says_to_quote_it(tmp_path):
@@ -165,7 +201,7 @@ def test_pending_tasks_become_one_array_per_set_of_pending_upstream_tasks(tmp_pa
         ("up[*]", 2), ("down[a/*]", 2), ("down[b/*]", 2), ("down[c/*]", 2), ("report[x]", 1)]
     ids = {j.number: str(100 + j.number) for j in jobs}
     assert [j.dependency(ids) for j in jobs] == [None, "afterok:101_0", None, "afterok:101_1",
-                                                 "afterok:102:103:104"]
+                                                 "afterok:102_0:102_1:103_0:103_1:104_0:104_1"]
     assert jobs[3].describe_after() == "#1 up[c] (1 task)"
     assert jobs[4].describe_after() == "down[*/*] (6 tasks in 3 jobs)"
 
@@ -263,7 +299,7 @@ def test_states_come_from_one_sacct_and_one_squeue_call(tmp_path, config, monkey
     assert failed.log_path == folder / "11_1_0_log.err"
     assert by_id[("up", "c")].state == slurm.RUNNING
     assert [by_id[("down", p.task.id)].state for p in down] == [slurm.NEVER] * 2 + [slurm.PENDING] * 4
-    assert sacct.read_text().splitlines() == ["-X -n -P -o JobID,State -j 11,12"]
+    assert sacct.read_text().splitlines() == ["-X -n -P -o JobID,State,Reason -j 11,12"]
     assert len(squeue.read_text().splitlines()) == 1 and "-j 11,12" in squeue.read_text()
 
 
@@ -272,7 +308,7 @@ def test_cancel_cancels_a_whole_run_with_one_scancel(tmp_path, monkeypatch):
     records.mkdir()
     for run, ids in (("20260101-000000-aaaa", ["1", "2"]), ("20260102-000000-bbbb", ["5", "6", "7"])):
         (records / f"{run}.json").write_text(json.dumps({"run_id": run, "log_folder": str(records / run),
-                                                         "jobs": [{"job_id": i} for i in ids]}))
+                                                         "jobs": [{"job_id": i, "tasks": []} for i in ids]}))
     calls = _fake(tmp_path / "bin", "scancel", "")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     assert slurm.cancel(tmp_path) == ("20260102-000000-bbbb", ["5", "6", "7"])

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.data.images import load_file
 from pipeline.data.sampling import choose, from_manifest, make_manifest, file_checksums
-from pipeline.data.shards import ShardSet, read_shard, write_shard
+from pipeline.data.shards import ShardSet, read_shard, shard_length, write_shard
 from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError
 from tests.conftest import write_cifar_batch
@@ -145,3 +145,114 @@ def test_shards_round_trip_and_span(tmp_path):
     (tmp_path / "s1.h5").write_bytes((tmp_path / "s1.h5").read_bytes()[:300])
     with pytest.raises(PipelineError, match="cannot read HDF5 shard .*s1.h5"):
         read_shard(tmp_path / "s1.h5")
+
+
+# --- hostile inputs: each is one PipelineError naming the file and what is wrong -----------------
+
+
+def _cifar_with_labels(path, labels, count=4):
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": np.zeros((count, 3072), np.uint8), b"labels": labels}, handle, protocol=2)
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (["cat", "dog", "cat", "dog"], "'labels' must be 4 integers, one per image, not <U3 (4,)"),
+    ([[1, 2], [3], 4, 5], "'labels' must be 4 integers"),
+    ([1, 2, 3], "'labels' must be 4 integers, one per image, not int64 (3,)"),
+    ({"a": 1}, "'labels' must be 4 integers, one per image, not dict"),
+    ([0, 1, 2, 10], "'labels' must lie in 0-9, found 0-10"),
+    ([0, -1, 2, 3], "found -1-3"),
+    ([True, False, True, True], "not bool (4,)"),
+    ([0.5, 1, 2, 3], "not float64 (4,)"),
+    ([2**70, 1, 2, 3], "not object (4,)"),
+])
+def test_malformed_cifar_labels_fail_naming_the_batch(cifar_dir, labels, fragment):
+    _cifar_with_labels(cifar_dir / "data_batch_2", labels)
+    with pytest.raises(PipelineError, match="CIFAR batch .*data_batch_2: ") as err:
+        SOURCES["cifar10"].list(cifar_dir, None)
+    assert fragment in str(err.value)
+
+
+def test_idx_header_declaring_more_than_the_file_holds(tmp_path):
+    from pipeline.data.sources import read_idx
+
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 4, 0, 0]))
+    with pytest.raises(PipelineError, match="truncated inside its header"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 8, 4]) + b"\xff\xff\xff\xff" * 4 + bytes(16))
+    with pytest.raises(PipelineError, match=r"16 values for shape \(4294967295,"):
+        read_idx(tmp_path / "huge")
+
+
+def _manifest(class_tree):
+    listing = SOURCES["imagenet_r"].list(class_tree, None)
+    chosen = choose(listing, [("test", 3)], seed=0, what="d")
+    return make_manifest("r", "imagenet_r", 0, listing.classes, chosen, file_checksums(class_tree, chosen["test"]))
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda m: [m], "the top level must be an object, not ["),
+    (lambda m: {**m, "format": 2}, "'format' must be 1, not 2"),
+    (lambda m: {**m, "classes": 3}, "'classes' must be null or a list of class names, not 3"),
+    (lambda m: {**m, "files": ["a"]}, "'files' must be an object of file -> sha256"),
+    (lambda m: {**m, "files": {k: 7 for k in m["files"]}}, "must be a sha256 (64 hex digits), not 7"),
+    (lambda m: {**m, "splits": []}, "'splits' must be an object of split -> entries, not []"),
+    (lambda m: {**m, "splits": {"test": {"0": 1}}}, "'splits.test' must be a list of entries"),
+    (lambda m: {**m, "splits": {"test": [5]}}, "'splits.test[0]' must be an object with id, file and label, not 5"),
+    (lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "label": "cat"}]}},
+     "'splits.test[0].label' must be an integer, not \"cat\""),
+    (lambda m: {**m, "splits": {"test": [{"id": "x", "label": 1}]}},
+     "'splits.test[0].file' must be a path relative to the dataset root, not null"),
+    (lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "id": ["x"] * 30}]}},
+     "'splits.test[0].id' must be text, not [\"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"..."),
+])
+def test_malformed_manifests_fail_naming_the_key(class_tree, tmp_path, damage, fragment):
+    from pipeline.data.sampling import read_manifest
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(damage(_manifest(class_tree))))
+    with pytest.raises(PipelineError) as err:
+        read_manifest(path)
+    assert str(err.value).startswith(f"manifest {path}") and fragment in str(err.value), str(err.value)
+
+
+def _hostile_shards(folder):
+    """HDF5 files whose 'images' are not data stored in the file, or far larger than memory."""
+    import h5py
+
+    folder.mkdir()
+    write_shard(folder / "plain.h5", {"images": np.zeros((2, 3, 4, 4), np.uint8)})
+    with h5py.File(folder / "external-storage.h5", "w") as handle:
+        handle.create_dataset("images", shape=(16,), dtype=np.uint8, external=[("/etc/passwd", 0, 16)])
+    with h5py.File(folder / "external-link.h5", "w") as handle:
+        handle["images"] = h5py.ExternalLink(str(folder / "plain.h5"), "images")
+    with h5py.File(folder / "soft-link.h5", "w") as handle:
+        handle["data"] = np.zeros((2, 3, 4, 4), np.uint8)
+        handle["images"] = h5py.SoftLink("/data")
+    layout = h5py.VirtualLayout(shape=(2, 3, 4, 4), dtype=np.uint8)
+    layout[:] = h5py.VirtualSource(str(folder / "plain.h5"), "images", shape=(2, 3, 4, 4))
+    with h5py.File(folder / "virtual.h5", "w") as handle:
+        handle.create_virtual_dataset("images", layout)
+    with h5py.File(folder / "huge.h5", "w") as handle:  # declared, never written: the file stays small
+        handle.create_dataset("images", shape=(100_000, 3, 256, 256), dtype=np.float32, chunks=(1, 3, 256, 256),
+                              compression="gzip")
+    return folder
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("external-storage", "keeps its data outside the shard"),
+    ("external-link", "'images' is a link (ExternalLink), not data stored in the shard"),
+    ("soft-link", "'images' is a link (SoftLink)"),
+    ("virtual", "keeps its data outside the shard"),
+    ("huge", "declares shape (100000, 3, 256, 256) of float32, 73.2 GiB to read, more than this machine's memory"),
+])
+def test_hostile_hdf5_shards_fail_naming_the_file(tmp_path, name, fragment):
+    folder = _hostile_shards(tmp_path / "shards")
+    path = folder / f"{name}.h5"
+    with pytest.raises(PipelineError) as err:
+        read_shard(path, ["images"])
+    assert str(err.value).startswith(f"shard {path}: ") and fragment in str(err.value), str(err.value)
+    if name != "huge":
+        with pytest.raises(PipelineError, match=f"shard {path}: "):
+            shard_length(path)
+    assert read_shard(folder / "huge.h5", ["images"], slice(0, 1))["images"].shape == (1, 3, 256, 256)

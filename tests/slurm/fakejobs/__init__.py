@@ -1,1 +1,0 @@
-"""Steps for the Slurm tests only: ``pipeline.dag.discover("tests.slurm.fakejobs")`` finds them."""

@@ -1,0 +1,27 @@
+"""``write``: three tiny independent tasks; the ones named in ``$FAKESTEPS_FAIL`` fail with a user error."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.dag import Resources, Step, Task
+from pipeline.errors import PipelineError
+
+
+def run(ctx, task: Task) -> None:
+    if task.id in os.environ.get("FAKESTEPS_FAIL", "").split(","):
+        raise PipelineError(f"task {task.id} was told to fail")
+    (ctx.out / "value.txt").write_text(task.id)
+
+
+STEP = Step(
+    name="write",
+    version=1,
+    needs=(),
+    reads=(),
+    resources=Resources(),
+    tasks=lambda sections, upstream: [Task("write", name, {"name": name}) for name in ("a", "b", "c")],
+    run=run,
+    small=True,
+    description="test-only small step",
+)
