@@ -187,7 +187,8 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
             r = step.resources
             click.echo(f"{step.name:<14} v{step.version}  needs: {', '.join(step.needs) or '-':<28} "
                        f"reads: {', '.join(step.reads):<22} {r.cpus} cpu, {r.gpus} gpu, {r.mem}, {r.time}"
-                       f"{'  (checkpointable)' if step.checkpointable else ''}  {step.description}")
+                       f"{'  (checkpointable)' if step.checkpointable else ''}"
+                       f"{'  (small: packed on Slurm)' if step.small else ''}  {step.description}")
     else:
         from pipeline.describe import describe_models
 
