@@ -85,7 +85,7 @@ def run(ctx, task: Task) -> None:
     write_tables(ev, out, c["bootstrap"], c["bootstrap_seed"])
     seen, unseen = detection_table(ev, "seen"), detection_table(ev, "unseen")
     figures.detection_bars([row.title for row in ev.rows], seen["avg"], unseen["avg"], out / "fig6_detection.png")
-    titles = {row.id: row.title.split(" (")[0] for row in ev.rows}
+    titles = {row.id: _short(row.title) for row in ev.rows}
     rows = []
     first_seed = c["seeds"][0]
     for attack in ev.attacks if c["figure"] else []:
@@ -155,6 +155,11 @@ def _write_training_sanity(ctx, out, models: Mapping[str, str], data_order: list
     pd.DataFrame(rows).to_csv(out / "training_sanity.csv", index=False, float_format="%.3f")
 
 
+def _short(title: str) -> str:
+    """A row's title without its settings and notes: ``Ours + anchor``."""
+    return title.split(":")[0].split(" (")[0]
+
+
 def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list[str], seed: int) -> None:
     """``training_losses.csv`` (every loss term per epoch of every main recovery model, training seed
     ``seed``) and ``fig_training.png`` (the total loss per epoch, one panel per model, one line per
@@ -172,7 +177,7 @@ def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list
     curves = pd.concat([frames[k] for k in sorted(frames)])[["model", "attack", "epoch", "term", "loss"]]
     curves.to_csv(out / "training_losses.csv", index=False, float_format="%.6g")
     totals = curves[curves["term"] == "total"]
-    panels = {models[model]: {attack: list(zip(g["epoch"], g["loss"]))
+    panels = {_short(models[model]): {attack: list(zip(g["epoch"], g["loss"]))
                               for attack, g in by_model.groupby("attack", sort=False)}
               for model, by_model in totals.groupby("model", sort=False)}
     figures.training_curves(panels, out / "fig_training.png")

@@ -89,10 +89,14 @@ def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int], grids: 
     _save(fig, path)
 
 
-def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path) -> None:
-    """Loss per epoch, one panel per model (title -> line label -> (epoch, loss) points), log scale."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], panels.items()):
+def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path,
+                    columns: int = 4) -> None:
+    """Loss per epoch, one panel per model (title -> line label -> (epoch, loss) points), log scale,
+    ``columns`` panels a row."""
+    rows = -(-len(panels) // columns)
+    width = min(columns, len(panels))
+    fig, axes = plt.subplots(rows, width, figsize=(3.2 * width, 2.6 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
         for label, points in lines.items():
             ax.plot([e for e, _ in points], [v for _, v in points], label=label, lw=1)
         ax.set_yscale("log")
@@ -100,6 +104,9 @@ def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(which="both", labelsize=6)
         ax.legend(fontsize=5)
-    axes[0][0].set_ylabel("loss per image", fontsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("loss per image", fontsize=7)
     fig.tight_layout()
     _save(fig, path)
