@@ -19,10 +19,9 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 _CHUNK_IMAGES = 64
-# Image-like arrays are compressed: uint8 images with gzip; float images (adversarial shards) with lzf,
-# which on FGSM/PGD shards of the matched tier wrote 3.7x faster than gzip with shuffle and to 20%
-# fewer bytes (500 16x16 images: 11.5 against 42.9 ms, 0.55 against 0.68 MB).
-_COMPRESSION = {False: {"compression": "gzip", "compression_opts": 4}, True: {"compression": "lzf"}}
+# Image-like arrays are compressed with gzip (deterministic: a rerun writes the same bytes). Not lzf:
+# it is 2.6x faster on a matched PGD shard (12 against 31 ms) but leaves its hash table uninitialised,
+# so the same arrays were written to different bytes under `run -j 1` and `-j 2`.
 
 
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}) -> None:
@@ -57,7 +56,8 @@ def _write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[st
                 handle.create_dataset(name, data=array.astype(object), dtype=h5py.string_dtype())
             elif array.ndim >= 3 and len(array):
                 chunks = (min(len(array), _CHUNK_IMAGES),) + array.shape[1:]
-                handle.create_dataset(name, data=array, chunks=chunks, **_COMPRESSION[array.dtype.kind == "f"])
+                handle.create_dataset(name, data=array, chunks=chunks, compression="gzip",
+                                      compression_opts=4, shuffle=array.itemsize > 1)
             else:
                 handle.create_dataset(name, data=array)
         handle.attrs.update(dict(attrs))
