@@ -444,9 +444,9 @@ def test_hostile_hdf5_shards(shared, fault_log, kind, fragment):
     data = json.loads(saved)
     data["files"]["adv.h5"] = {"sha256": hashlib.sha256(shard.read_bytes()).hexdigest(), "size": shard.stat().st_size}
     manifest.write_text(json.dumps(data))
-    try:  # a new seed: every training is pending and reads the shards
+    try:  # a new learning rate: every training is pending and reads the shards
         refused(shared, fault_log, "hostile HDF5 shard (external storage or link, 280 GiB declared)",
-                _run(shared, "train-aae", "aae.optim.seed=5"), f"shard {shard}: ", fragment)
+                _run(shared, "train-aae", "aae.optim.lr=0.0123"), f"shard {shard}: ", fragment)
     finally:
         shard.write_bytes(original)
         manifest.write_bytes(saved)

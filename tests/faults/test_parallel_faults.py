@@ -14,14 +14,12 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.faults._harness import check, digests, env, folder_digests, leftovers, manifests, ok, pipeline, spawn, \
+from tests.faults._harness import check, digests, folder_digests, leftovers, manifests, ok, pipeline, spawn, \
     wait_for
 
 pytestmark = pytest.mark.faults
@@ -133,12 +131,11 @@ def test_sigkill_of_the_runner_alone_takes_its_workers_along(reference, undistur
     assert found.survived and resumed, (found.lost, found.half_published)
 
 
-def _reference_threads() -> int:
-    """The torch threads of the reference run (in-process, torch's default): ``-j 2`` runs given as
-    many build the reference's bytes."""
-    code = "import torch; print(torch.get_num_threads())"
-    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(),
-                              check=True).stdout)
+def _reference_threads(reference) -> int:
+    """The torch threads the reference run's trainings ran with (its manifests say): ``-j 2`` runs
+    given as many build the reference's bytes."""
+    (threads,) = {m["runtime"]["threads"] for (step, _), m in manifests(reference.root).items() if step == "train-aae"}
+    return threads
 
 
 def test_a_failing_task_stops_only_the_tasks_that_need_it(reference, tmp_path, fault_log):
@@ -152,7 +149,7 @@ def test_a_failing_task_stops_only_the_tasks_that_need_it(reference, tmp_path, f
     shard.write_bytes(bytes(raw))
     before = digests(root)
     result = pipeline(tmp_path, root, "run", "all", "--config", str(reference.config), "-j", "2",
-                      "--set", f"runtime.threads={_reference_threads()}")
+                      "--set", f"runtime.threads={_reference_threads(reference)}")
     found = check(root, before, reference.digests, damaged=sample)
     built = manifests(reference.root)
     readers = {f"{s}[{m['task']}]" for (s, _), m in built.items() if s in dropped and

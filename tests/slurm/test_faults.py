@@ -3,7 +3,7 @@ undisturbed local run: a real time-out of an array training task (requeued and r
 requeue budget spent), an array task cancelled mid-run and the run submitted again without
 ``cancel``, slurmd killed mid-task, ``status`` read while the run is in flight.
 
-The pipeline is narrowed (one attack, two methods, one trained baseline) with AAE trainings long
+The pipeline is narrowed (one attack; identity, the AAE and the plain AE) with AAE trainings long
 enough for Slurm's time-out signal to reach them: the reference run first measures how many epochs
 take ``TRAIN_S`` seconds here. Every scenario copies the reference root without the trainings and
 what follows them, and submits the rest. The scenarios ask for no GPU (``gres: gpu:0``), so the
@@ -45,7 +45,7 @@ NARROW = {
     "seeds": [0],
     "aae": {"variants": {}},
     "ablation": {"variants": []},
-    "evaluate": {"methods": ["identity", "ours"]},
+    "evaluate": {"methods": ["identity", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
     "runtime": {"threads": 1, "progress": False},
 }
@@ -190,9 +190,17 @@ def test_a_timed_out_array_training_is_requeued_and_resumes(reference, tmp_path,
     restarts = sorted(int(m["slurm"].get("restart_count", 0)) for m in manifests)
     logs = [Path(record["log_folder"], f"{i}_0_log.out").read_text() for i in trainings]  # submitit's INFO lines
     resumed = all(counts == sorted(counts) for counts in seen.values()) and len(seen) == 2
+    # Slurm 22.05 may cancel a dependant (--kill-on-invalid-dep) when it tests the dependency while an
+    # element is being requeued (seen here once): the trainings are done, and `submit`
+    # again, as `status` says, finishes the run.
+    pending = {p.task.step for p in build_plan(load_config(str(reference.config)), Store(root), ["all"]).pending()}
+    assert pending <= {"evaluate", "tabulate"}, pending
+    if pending:
+        wait_for_empty_queue(_jobs(_submit(tmp_path, root, reference.config, tmp_path / "p.yaml")[1]), seconds=300)
     fault_log("Slurm: time limit reached by an array training task", survived=resumed and min(restarts) >= 1,
               note=f"--time=2 min, USR2 85 s before: requeued {'/'.join(map(str, restarts))} times, resumed "
-                   f"from the checkpoint each time")
+                   f"from the checkpoint each time" + ("; a dependant cancelled by Slurm, submitted again" if pending
+                                                      else ""))
     assert min(restarts) >= 1 and all("this job is timed-out" in log and "Requeued job" in log for log in logs)
     assert resumed, seen  # epochs done never went down: each rerun continued from the checkpoint
     reference.check(tmp_path, root)
@@ -312,7 +320,7 @@ def test_status_of_a_run_in_flight_comes_from_slurm(chain, fault_log):
               "report them, none from artifacts")
     assert ok, queue
     assert "train-aae      0/2 done, 2 running" in status
-    assert "evaluate       0/4 done, 4 pending" in status and "tabulate       0/1 done, 1 pending" in status
+    assert "evaluate       0/6 done, 6 pending" in status and "tabulate       0/1 done, 1 pending" in status
     assert "sample         3/3 done" in status and "never" not in status
 
 
@@ -326,7 +334,7 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
                    "resumed from its checkpoint")
     assert "train-aae      0/2 done, 1 cancelled, 1 running" in cancelled
     assert f"  ours/fgsm: cancelled (job {first}, log " in cancelled
-    assert re.search(rf"  job {stale[0]} \(4 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
+    assert re.search(rf"  job {stale[0]} \(6 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
                      rf"train-aae\[ours/fgsm\] cancelled; `pipeline submit` cancels it", cancelled), cancelled
     assert f"cancelled 2 queued job(s) that could never run (an upstream task failed, was cancelled or is submitted " \
            f"again): {' '.join(sorted(stale))}" in output
@@ -335,7 +343,7 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     assert [j["label"] for j in resubmitted["jobs"]] == ["train-aae[ours/fgsm]", "evaluate[*/*/*]", "tabulate[tables]"]
     (again,), (evaluate,) = _ids(resubmitted, "train-aae"), _ids(resubmitted, "evaluate")
     jobs = {j["step"]: j for j in resubmitted["jobs"]}
-    assert jobs["evaluate"]["dependency"] == f"afterok:{again}"
+    assert set(jobs["evaluate"]["dependency"].removeprefix("afterok:").split(":")) == {again, second}
     assert jobs["tabulate"]["dependency"] == f"afterok:{again}:{evaluate}:{second}"  # and on the running sibling
     assert chain.queue["resubmitted"].get(second) == "RUNNING"  # never touched
     assert all(counts == sorted(counts) for counts in chain.checkpoints.values()), chain.checkpoints

@@ -255,7 +255,7 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
         assert len(_waits(jsma.job_id)) == 401 and all(w.endswith("(unfulfilled)") for w in _waits(jsma.job_id))
         assert len(_waits(tabulate.job_id)) == tabulate.dependency.count(":") > 1000  # every upstream element
         evaluate = [s for s in submission.jobs if s.job.step.name == "evaluate"]
-        assert sum(len(s.job.tasks) for s in evaluate) == 103 and len(evaluate) == (79 if evaluate_pack else 1)
+        assert sum(len(s.job.tasks) for s in evaluate) == 111 and len(evaluate) == (79 if evaluate_pack else 1)
         sample = next(s for s in submission.jobs if s.job.step.name == "sample")
         subprocess.run(["scontrol", "release", sample.job_id], check=True)  # three trivial tasks run
         wait_for_jobs([sample.job_id], 3, seconds=120)
