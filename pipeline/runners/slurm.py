@@ -315,10 +315,12 @@ _STATES = {
     "CANCELLED": CANCELLED,
     "COMPLETED": MISSING,  # the artifact would have made it ``done``
 }
-# Why a job waits or ended, from squeue's pending reason or sacct's (state, reason) pair: a pending
-# job whose dependency failed waits forever; with --kill-on-invalid-dep Slurm itself cancels it
-# ("CANCELLED" without "by <uid>") with reason "Dependency".
-_REASONS = {"DependencyNeverSatisfied": NEVER, "CANCELLED|Dependency": NEVER}
+# Why a job waits: a pending job whose dependency failed waits forever with this reason.
+_REASONS = {"DependencyNeverSatisfied": NEVER}
+# With --kill-on-invalid-dep Slurm itself cancels such a job: sacct says "CANCELLED" without
+# "by <uid>" (a person's scancel), with the job's last pending reason, "Dependency" or, under load,
+# none (a CI run's status read "cancelled" a moment after it had read "never").
+_SLURMS_OWN_CANCEL = "CANCELLED"
 # What a failed job's Slurm state, or a line in its log, says about why it failed.
 _EXPLAIN = {
     "TIMEOUT": "hit its time limit: raise the profile's time",
@@ -376,7 +378,7 @@ def slurm_states(store_root: Path, plan: Plan, strict: bool = False) -> dict[Ref
             continue
         slurm_state, reason = scheduler.get(job_id, ("", ""))
         ours = _STATES.get(slurm_state.split(" ")[0], UNKNOWN)
-        state = _REASONS.get(reason) or _REASONS.get(f"{slurm_state}|{reason}") or ours
+        state = _REASONS.get(reason) or (NEVER if slurm_state == _SLURMS_OWN_CANCEL else ours)
         tail = _tail(log) if state in _WITH_LOG else ""
         why = _EXPLAIN.get(slurm_state) or next((text for mark, text in _EXPLAIN_LOG.items() if mark in tail), "")
         states[ref] = TaskState(state, job_id, log, tail, ours in IN_QUEUE, why if state == FAILED else "")

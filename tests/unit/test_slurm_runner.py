@@ -267,7 +267,7 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
     _fake(tmp_path / "bin", "sacct", "11_0|RUNNING|None\n11_1|CANCELLED by 0|None\n11_2|TIMEOUT|None\n"
                                      "11_3|FAILED|NonZeroExitCode\n11_4|RUNNING|None\n12_[0-1]|PENDING|Dependency\n"
                                      "13_[0-1]|PENDING|Dependency\n14_0|CANCELLED|Dependency\n"
-                                     "14_1|CANCELLED|Dependency\n15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency")
+                                     "14_1|CANCELLED|None\n15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency")
     _fake(tmp_path / "bin", "squeue", "11_0|RUNNING|None\n11_4|RUNNING|None\n12_0|PENDING|Dependency\n"
                                       "12_1|PENDING|Dependency\n13_0|PENDING|Dependency\n13_1|PENDING|Dependency\n"
                                       "15_0|PENDING|DependencyNeverSatisfied\n15_1|PENDING|DependencyNeverSatisfied\n"
