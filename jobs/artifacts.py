@@ -122,12 +122,12 @@ def read_adversarial(inputs: Mapping[str, Artifact],
     """The adversarial shards among a task's inputs, concatenated in row order."""
     from pipeline.data.shards import read_shard
 
-    shards = [read_shard(inputs[name].file(ADVERSARIAL), names) for name in sorted(inputs)
-              if name.startswith(ADV_INPUT)]
+    shards = [read_shard(path, names) for path in adversarial_paths(inputs)]
     return {name: np.concatenate([s[name] for s in shards]) for name in names}
 
 
 def adversarial_paths(inputs: Mapping[str, Artifact]) -> list[Path]:
+    """The adversarial shard files among a task's inputs, in row order."""
     return [inputs[name].file(ADVERSARIAL) for name in sorted(inputs) if name.startswith(ADV_INPUT)]
 
 

@@ -54,11 +54,10 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     out = []
     all_variants = variants(cfg, ablations=True)
     for spec in (METHODS[m] for m in ev.methods):
-        learned = spec.training is not None or spec.uses_cae
         for variant in all_variants:
             if variant.point is not None or (variant.row is not None and not spec.variants):
                 continue
-            for seed in seeds if learned else [None]:
+            for seed in seeds if spec.learned else [None]:
                 if spec.per_attack:
                     for train in attacks:
                         tests = [CLEAN, train] + [b for b in attacks if pairs[b] == train and b != train]
@@ -80,12 +79,10 @@ def _test_images(ctx, test: str) -> dict[str, np.ndarray]:
         images = rows["images"].astype(np.float32) / 255
         return {"inputs": images, "clean": images, "rows": np.arange(len(images)), "labels": rows["labels"]}
     adversarial = read_adversarial(ctx.inputs)
-    row_index = adversarial["rows"]
-    lo, hi = int(row_index.min()), int(row_index.max()) + 1
-    original = clean_split.read(lo, hi, ["images", "labels"])
+    original = clean_split.take(adversarial["rows"], ["images", "labels"])
     return {"inputs": adversarial["images"].astype(np.float32),
-            "clean": original["images"][row_index - lo].astype(np.float32) / 255,
-            "rows": row_index, "labels": original["labels"][row_index - lo]}
+            "clean": original["images"].astype(np.float32) / 255,
+            "rows": adversarial["rows"], "labels": original["labels"]}
 
 
 def run(ctx, task: Task) -> None:

@@ -24,10 +24,10 @@ def table_rows(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     ``aae.variants`` (titled with its settings, "not in the paper") after it."""
     rows = []
     for spec in (METHODS[m] for m in cfg["evaluate"].methods):
-        seeds = list(cfg["seeds"]) if spec.training is not None or spec.uses_cae else [None]
+        seeds = list(cfg["seeds"]) if spec.learned else [None]
         rows.append({"id": spec.name, "title": spec.title, "per_attack": spec.per_attack, "seeds": seeds})
         for name, overrides in cfg["aae"].variants.items() if spec.variants else ():
-            title = f"{spec.title.split(' (')[0]} + {name}: {describe(overrides)} (not in the paper)"
+            title = f"{_short(spec.title)} + {name}: {describe(overrides)} (not in the paper)"
             rows.append({"id": row_id(spec.name, name), "title": title, "per_attack": spec.per_attack, "seeds": seeds})
     return rows
 

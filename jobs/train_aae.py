@@ -49,9 +49,7 @@ def run(ctx, task: Task) -> None:
     adversarial = read_adversarial(ctx.inputs)
     data = {"x": adversarial["images"]}
     if c["target"] == "clean":  # the clean original of every adversarial image, row for row
-        rows = adversarial["rows"]
-        clean = split_shards(ctx.input("clean"), "aae_train").read(int(rows.min()), int(rows.max()) + 1, ["images"])
-        data["target"] = clean["images"][rows - rows.min()]
+        data["target"] = split_shards(ctx.input("clean"), "aae_train").take(adversarial["rows"], ["images"])["images"]
     frozen = {}
     if "cae" in ctx.inputs:
         from pipeline.device import select_device

@@ -145,3 +145,10 @@ class ShardSet:
                 for name in names:
                     parts[name].append(chunk[name])
         return {name: np.concatenate(p) if p else np.empty((0,)) for name, p in parts.items()}
+
+    def take(self, rows: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Rows ``rows`` (any order, e.g. the rows an adversarial shard attacked), read as the one
+        span that covers them."""
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        span = self.read(lo, hi, names)
+        return {name: array[rows - lo] for name, array in span.items()}

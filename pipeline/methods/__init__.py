@@ -68,6 +68,11 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
 
     @property
+    def learned(self) -> bool:
+        """Reads a trained model (its own or the CAE): evaluated once per training seed."""
+        return self.training is not None or self.uses_cae
+
+    @property
     def per_attack(self) -> bool:
         """One trained model per training attack (evaluated seen and unseen)."""
         return self.training is not None
