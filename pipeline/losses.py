@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from pipeline.models import ConvVAE
+from pipeline.models import ConvVAE, reconstruct, recover
 
 #: how a per-element quantity becomes one number per batch
 REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -91,32 +91,32 @@ Loss = Callable[[Mapping[str, nn.Module], LossParams, Mapping[str, Tensor], int]
 Outputs = Callable[[Mapping[str, nn.Module], Mapping[str, Tensor]], dict[str, tuple[Tensor, Tensor]]]
 
 
-def _target(batch: Mapping[str, Tensor]) -> Tensor:
+def target_of(batch: Mapping[str, Tensor]) -> Tensor:
+    """The image a batch's model learns to output: its paired ``target``, else its input ``x``."""
     return batch.get("target", batch["x"])
-
-
-def _reconstruct(model: ConvVAE, x: Tensor) -> Tensor:
-    return model.decode(model.encode(x)[0])
 
 
 # Uniform signature (models, params, batch, epoch). models["model"] is the network being trained,
 # models["cae"] the frozen CAE (aae only); batch["x"] is the input and batch["target"], when
 # present, the image to reconstruct (a paired clean image), else the input. Epochs count from 0.
 LOSSES: dict[str, Loss] = {
-    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], _target(b), p.lambda_kl, p.reduction),
+    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], target_of(b), p.lambda_kl, p.reduction),
     "aae": lambda m, p, b, epoch: aae_loss(m["model"], m["cae"], b["x"], p.lambda_kl, epoch < p.warmup_epochs,
                                            p.reduction, p.anchor_weight),
 }
+
+def _cycle_outputs(aae: ConvVAE, cae: ConvVAE, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """The AAE's cycle D_AAE(E_CAE(X̃_C)) and its recovery X̃_C = D_CAE(E_AAE(x)), each against x."""
+    recovered = recover(aae, cae, x)
+    return {"objective": (aae.decode(cae.encode(recovered)[0]), x), "recovered": (recovered, x)}
+
 
 # What a model trained with each loss is checked on, held out: named (output, reference) pairs,
 # from latent means. "objective": what the loss asks the model to reproduce (the AAE: its cycle
 # D_AAE(E_CAE(D_CAE(E_AAE(x))))); "recovered" (AAE): D_CAE(E_AAE(x)) against the input x.
 OUTPUTS: dict[str, Outputs] = {
-    "vae": lambda m, b: {"objective": (_reconstruct(m["model"], b["x"]), _target(b))},
-    "aae": lambda m, b: {
-        "objective": (m["model"].decode(m["cae"].encode(m["cae"].decode(m["model"].encode(b["x"])[0]))[0]), b["x"]),
-        "recovered": (m["cae"].decode(m["model"].encode(b["x"])[0]), b["x"]),
-    },
+    "vae": lambda m, b: {"objective": (reconstruct(m["model"], b["x"]), target_of(b))},
+    "aae": lambda m, b: _cycle_outputs(m["model"], m["cae"], b["x"]),
 }
 
 

@@ -181,6 +181,11 @@ def describe(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
+def reconstruct(model: ConvVAE, x: Tensor) -> Tensor:
+    """A model's own reconstruction D(E(x)), using the latent mean."""
+    return model.decode(model.encode(x)[0])
+
+
 def recover(aae: ConvVAE, cae: ConvVAE, x: Tensor) -> Tensor:
     """Test-time recovery D_CAE(E_AAE(x)), using the latent mean."""
     return cae.decode(aae.encode(x)[0])

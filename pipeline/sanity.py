@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.losses import OUTPUTS
+from pipeline.losses import OUTPUTS, target_of
 from pipeline.metrics import psnr
 from pipeline.training import to_float
 
@@ -41,6 +41,6 @@ def held_out_psnr(loss: str, models: Mapping[str, nn.Module], held_out: Mapping[
         outputs = OUTPUTS[loss](models, batch)
         for name, (output, reference) in outputs.items():
             scores.setdefault(name, []).append(psnr(output.clamp(0, 1).cpu(), reference.cpu()))
-        reference = batch.get("target", batch["x"]).cpu()
+        reference = target_of(batch).cpu()
         scores.setdefault("constant", []).append(psnr(colour.view(1, -1, 1, 1).expand_as(reference), reference))
     return {"n": n, **{name: float(np.concatenate(parts).mean()) for name, parts in scores.items()}}

@@ -8,7 +8,9 @@ from pipeline.methods import MethodSpec, Training
 
 def autoencode(model):
     """Recovery by the model's own reconstruction D(E(x)), from the latent mean."""
-    return lambda x: model.decode(model.encode(x)[0])
+    from pipeline.models import reconstruct
+
+    return lambda x: reconstruct(model, x)
 
 
 CAE = MethodSpec("cae", "CAE alone (reformer)", "learned", lambda models, p: autoencode(models["cae"]),
