@@ -167,11 +167,13 @@ def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list
     import pandas as pd
 
     from pipeline import figures
+    from pipeline.training import NOT_LOSSES
 
     frames = {}
     for model, attack, artifact in _trained(ctx):
         if artifact.summary["seed"] == seed:
-            curve = pd.read_csv(artifact.file(HISTORY)).drop(columns="lr")
+            history = pd.read_csv(artifact.file(HISTORY))
+            curve = history.drop(columns=[c for c in NOT_LOSSES if c != "epoch" and c in history])
             frames[(list(models).index(model), data_order.index(attack))] = \
                 curve.melt(id_vars="epoch", var_name="term", value_name="loss").assign(model=model, attack=attack)
     curves = pd.concat([frames[k] for k in sorted(frames)])[["model", "attack", "epoch", "term", "loss"]]

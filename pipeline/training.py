@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 from pipeline.errors import PipelineError
 
 LossFn = Callable[[Mapping[str, Tensor], int], Mapping[str, Tensor]]
+#: called after each epoch with its history row; what it returns joins the row (kept in checkpoints)
+AfterEpoch = Callable[[dict[str, Any]], Mapping[str, Any] | None]
 
 # Spec fields that may differ between a run and its resumption.
 _RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "compile"}
@@ -182,9 +184,9 @@ def _check_spec(saved: Mapping[str, Any], spec: TrainSpec, path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} was written with different settings ({diffs})")
 
 
-#: history columns that are not loss terms: the epoch, its lr, the fraction of its steps whose
-#: gradient norm was clipped
-NOT_LOSSES = ("epoch", "lr", "clipped")
+#: history columns that are not loss terms: the epoch, its lr, its optimiser steps, the fraction of
+#: them whose gradient norm was clipped
+NOT_LOSSES = ("epoch", "lr", "steps", "clipped")
 
 
 def train(
@@ -195,13 +197,16 @@ def train(
     checkpoint: Path,
     device: torch.device,
     progress: bool = False,
+    after_epoch: AfterEpoch | None = None,
 ) -> list[dict]:
     """Train ``trainable`` (moved to ``device``) by minimising ``loss_fn(batch, epoch)["total"]``
     over shuffled batches of ``data`` (all tensors share their first dimension; uint8 means
     0–255). Modules the loss uses but does not train must already be on ``device``.
     Resumes from ``checkpoint`` if it exists; returns one history row per epoch:
-    {"epoch" (from 0), "lr", the epoch mean of every loss term, and with clipping "clipped": the
-    fraction of the epoch's steps whose gradient norm was above ``clip_grad_norm``}."""
+    {"epoch" (from 0), "lr", "steps" (optimiser steps in the epoch), the epoch mean of every loss
+    term, and with clipping "clipped": the fraction of the epoch's steps whose gradient norm was
+    above ``clip_grad_norm``}, plus what ``after_epoch(row)`` returns (e.g. held-out measurements;
+    it may put the models in eval mode: each epoch starts by putting the trained ones back)."""
     checkpoint = Path(checkpoint)
     sizes = {k: len(t) for k, t in data.items()}
     if not sizes or min(sizes.values()) == 0 or len(set(sizes.values())) != 1:
@@ -289,8 +294,9 @@ def train(
             scheduler.step()
             assert sums is not None
             means = (sums / count).tolist()
-            history.append({"epoch": epoch, "lr": lr, **dict(zip(names, means)),
-                            **({"clipped": clipped / steps} if spec.clip_grad_norm is not None else {})})
+            row = {"epoch": epoch, "lr": lr, "steps": steps, **dict(zip(names, means)),
+                   **({"clipped": clipped / steps} if spec.clip_grad_norm is not None else {})}
+            history.append({**row, **(after_epoch(row) or {})} if after_epoch is not None else row)
             bar.set_postfix(total=f"{history[-1].get('total', float('nan')):.4g}")
             bar.update()
             if (epoch + 1) % spec.checkpoint_every == 0 or epoch + 1 == spec.epochs:

@@ -73,7 +73,8 @@ def test_training_learns_more_than_the_mean_image_and_steps_lr(tmp_path):
     history = train({"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(1e-3)), {"x": x},
                     spec(12, batch_size=8, lr=0.01, milestones=[8]), tmp_path / "ck.pt", CPU)
     assert [r["epoch"] for r in history] == list(range(12))
-    assert set(history[0]) == {"epoch", "lr", "recon", "kl", "total"}
+    assert set(history[0]) == {"epoch", "lr", "steps", "recon", "kl", "total"}
+    assert history[0]["steps"] == len(x) // 8
     assert history[0]["total"] > mean_image_sse
     assert history[-1]["total"] < 0.75 * mean_image_sse
     with torch.no_grad():
@@ -191,3 +192,18 @@ def test_history_csv_and_deterministic_plot(tmp_path):
     a = (tmp_path / "a.png").read_bytes()
     assert a[:8] == b"\x89PNG\r\n\x1a\n"
     assert a == (tmp_path / "b.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+
+
+def test_after_epoch_adds_to_each_row_and_survives_a_resume(tmp_path):
+    data = {"x": smooth_images(40)}
+
+    def measure(row):
+        return {"measured": float(row["epoch"]) * 2}
+
+    models, loss = aae_setup()
+    straight = train(models, loss, data, spec(3), tmp_path / "a.pt", CPU, after_epoch=measure)
+    assert [r["measured"] for r in straight] == [0.0, 2.0, 4.0]
+    models, loss = aae_setup()
+    train(models, loss, data, spec(2), tmp_path / "b.pt", CPU, after_epoch=measure)
+    models, loss = aae_setup(seed=7)
+    assert train(models, loss, data, spec(3), tmp_path / "b.pt", CPU, after_epoch=measure) == straight
