@@ -28,8 +28,9 @@ SAMPLE_INDEX, SAMPLE_MANIFEST = "index.json", "manifest.json"
 VICTIM_WEIGHTS, VICTIM_META = "victim.pt", "victim.json"
 # attack
 ADVERSARIAL = "adv.h5"
-# train-cae, train-aae
+# train-cae, train-aae, train-convergence
 MODEL_WEIGHTS, MODEL_META, HISTORY = "model.pt", "model.json", "history.csv"
+CHECKPOINT = "checkpoint.pt"  # in the task's work directory, until the artifact is published
 # evaluate
 PER_IMAGE, EXAMPLES = "per_image.csv", "examples.h5"
 
@@ -72,10 +73,18 @@ def manifest_sha256(sample: Artifact) -> str:
 # ---------------------------------------------------------------- victims
 
 
-def victim_task_parts(role: str, victim: VictimConfig) -> tuple[dict[str, Any], dict[str, Ref]]:
-    """Config values and inputs that pin a role's victim: its weights file, or its train-victim task."""
+def victim_task_id(role: str, noise_seed: int | None = None) -> str:
+    """The train-victim task of a role's victim, or of one of its ``victim.noise_seeds`` victims."""
+    return role if noise_seed is None else f"{role}/v{noise_seed}"
+
+
+def victim_task_parts(role: str, victim: VictimConfig, noise_seed: int | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Ref]]:
+    """Config values and inputs that pin a role's victim (or its ``noise_seed`` twin): its weights
+    file, or its train-victim task."""
     if victim.weights is None:
-        return {"victim": role}, {"victim": Ref("train-victim", role)}
+        task_id = victim_task_id(role, noise_seed)
+        return {"victim": task_id}, {"victim": Ref("train-victim", task_id)}
     path = Path(victim.weights).expanduser().absolute()
     digest = sha256_file(path) if path.is_file() else "missing"
     return {"victim": {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path),
@@ -104,16 +113,17 @@ def shard_ranges(count: int, attack: str, cfg: AttackConfig) -> list[tuple[int, 
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def attack_task_id(role: str, attack: str, start: int) -> str:
-    return f"{role}/{attack}/{start:06d}"
+def attack_task_id(role: str, attack: str, start: int, noise_seed: int | None = None) -> str:
+    return f"{role}/{attack}/{start:06d}" + ("" if noise_seed is None else f"/v{noise_seed}")
 
 
-def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str], dict[str, Ref]]:
-    """Per (role, attack): the inputs naming every shard of that attack on that role."""
-    refs: dict[tuple[str, str], dict[str, Ref]] = {}
+def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str, int | None], dict[str, Ref]]:
+    """Per (role, attack, victim noise seed; None: the role's own victim): the inputs naming every
+    shard of that attack on that role."""
+    refs: dict[tuple[str, str, int | None], dict[str, Ref]] = {}
     for t in attack_tasks:
-        refs.setdefault((t.config["role"], t.config["attack"]), {})[f"{ADV_INPUT}{t.config['start']:06d}"] = \
-            Ref("attack", t.id)
+        key = (t.config["role"], t.config["attack"], t.config["victim_seed"])
+        refs.setdefault(key, {})[f"{ADV_INPUT}{t.config['start']:06d}"] = Ref("attack", t.id)
     return refs
 
 
@@ -159,8 +169,10 @@ def train_task_id(row: str, attack: str, point: str | None, seed: int) -> str:
     return seeded(f"{row}/{attack}" + (f"/{point}" if point else ""), seed)
 
 
-def eval_task_id(row: str, train: str | None, test: str, point: str | None, seed: int | None) -> str:
-    task_id = f"{row}/{train or '-'}/{test}" + (f"/{point}" if point else "")
+def eval_task_id(row: str, train: str | None, test: str, point: str | None, seed: int | None,
+                 noise_seed: int | None = None) -> str:
+    task_id = f"{row}/{train or '-'}/{test}" + (f"/{point}" if point else "") + \
+        ("" if noise_seed is None else f"/v{noise_seed}")
     return task_id if seed is None else seeded(task_id, seed)
 
 
@@ -185,6 +197,14 @@ def load_model(artifact: Artifact, device):
     except Exception as err:
         raise PipelineError(f"model file {artifact.file(MODEL_WEIGHTS)} cannot be loaded: {err}") from None
     return model.to(device).eval()
+
+
+def init_seed(model: str, attack: str, seed: int) -> int:
+    """The seed of a trained model's initial weights and batch order: its training seed, drawn apart
+    for every model (table row or ``cae``) and training data, so no two rows or attacks share a start."""
+    from pipeline.device import derived_seed
+
+    return derived_seed("init", model, attack, seed)
 
 
 def image_shape(sample_cfg) -> tuple[int, int, int]:

@@ -22,15 +22,16 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     out = []
     for role in ATTACKED_ROLES:
         role_cfg = getattr(cfg["sample"].roles, role)
-        victim_config, victim_inputs = victim_task_parts(role, getattr(cfg["victim"], role))
-        for name in attack_cfg.names:
-            for start, stop in shard_ranges(role_cfg.count, name, attack_cfg):
-                config = {"role": role, "attack": name, "params": asdict(getattr(attack_cfg.params, name)),
-                          "start": start, "stop": stop, "batch_size": attack_cfg.batch_size,
-                          "seed": attack_cfg.seed, "labels": attack_cfg.labels,
-                          "storage_dtype": attack_cfg.storage_dtype, **victim_config}
-                out.append(Task("attack", attack_task_id(role, name, start), config,
-                                {"clean": Ref("sample", role_cfg.dataset), **victim_inputs}))
+        for noise_seed in [None, *(cfg["victim"].noise_seeds if role == "test" else [])]:
+            victim_config, victim_inputs = victim_task_parts(role, getattr(cfg["victim"], role), noise_seed)
+            for name in attack_cfg.names:
+                for start, stop in shard_ranges(role_cfg.count, name, attack_cfg):
+                    config = {"role": role, "attack": name, "params": asdict(getattr(attack_cfg.params, name)),
+                              "start": start, "stop": stop, "batch_size": attack_cfg.batch_size,
+                              "seed": attack_cfg.seed, "labels": attack_cfg.labels,
+                              "storage_dtype": attack_cfg.storage_dtype, "victim_seed": noise_seed, **victim_config}
+                    out.append(Task("attack", attack_task_id(role, name, start, noise_seed), config,
+                                    {"clean": Ref("sample", role_cfg.dataset), **victim_inputs}))
     return out
 
 
@@ -108,7 +109,7 @@ def report(done: list[tuple[Task, dict]]) -> list[str]:
 
 STEP = Step(
     name="attack",
-    version=1,
+    version=2,
     needs=("sample", "train-victim"),
     reads=("attack", "victim", "sample"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="04:00:00"),

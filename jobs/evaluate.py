@@ -8,7 +8,9 @@ few images for figures (``examples.h5``).
 Methods trained per attack (``MethodSpec.training``) are evaluated with the model of attack a on a
 (Table II, seen), on the attack b whose seeded random partner is a (Table III, unseen), and on
 clean images (the Clean column and the detection negatives); learned methods once per training
-seed, and for each of their rows (``aae.variants``).
+seed, and for each of their rows (``aae.variants``, ``cae.variants``). Methods that read no trained
+model are also evaluated against each ``victim.noise_seeds`` victim (on its own attacks), for the
+spread of their rows over victims.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from jobs.artifacts import CLEAN, EXAMPLES, PER_IMAGE, adversarial_refs, eval_task_id, load_model, load_victim, \
     read_adversarial, row_id, seeded, split_shards, train_task_id, unseen_pairs, victim_task_parts
-from jobs.variants import Variant, variants
+from jobs.variants import Variant, ablation_seeds, variants
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.data.shards import write_shard
 from pipeline.methods import METHODS, MethodSpec
@@ -29,33 +31,34 @@ from pipeline.methods import METHODS, MethodSpec
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
     ev, attacks, seeds = cfg["evaluate"], cfg["attack"].names, cfg["seeds"]
-    victim_config, victim_inputs = victim_task_parts("test", cfg["victim"].test)
     dataset = cfg["sample"].roles.test.dataset
     pairs = unseen_pairs(attacks, ev.unseen_seed)
     shards = adversarial_refs(upstream["attack"])
 
-    def task(spec: MethodSpec, variant: Variant, train: str | None, test: str, seed: int | None) -> Task:
+    def task(spec: MethodSpec, variant: Variant, train: str | None, test: str, seed: int | None,
+             noise_seed: int | None = None) -> Task:
         row = row_id(spec.name, variant.row)
+        victim_config, victim_inputs = victim_task_parts("test", cfg["victim"].test, noise_seed)
         inputs = {"clean": Ref("sample", dataset), **victim_inputs}
         if spec.uses_cae:
             inputs["cae"] = Ref("train-cae", seeded(variant.cae_id, seed))
         if spec.training:
             inputs["model"] = Ref("train-aae", train_task_id(row, train, variant.point, seed))
         if test != CLEAN:
-            inputs.update(shards[("test", test)])
+            inputs.update(shards[("test", test, noise_seed)])
         params = getattr(ev.params, spec.name, None)
         config = {"method": spec.name, "row": row, "train_attack": train, "test": test, "point": variant.point,
-                  "seed": seed, "params": asdict(params) if params is not None else None,
+                  "seed": seed, "victim_seed": noise_seed, "params": asdict(params) if params is not None else None,
                   "tolerance": ev.tolerance, "batch_size": ev.batch_size, "keep_images": ev.keep_images,
                   **victim_config}
-        return Task("evaluate", eval_task_id(row, train, test, variant.point, seed), config, inputs,
+        return Task("evaluate", eval_task_id(row, train, test, variant.point, seed, noise_seed), config, inputs,
                     group=variant.group)
 
     out = []
     all_variants = variants(cfg, ablations=True)
     for spec in (METHODS[m] for m in ev.methods):
         for variant in all_variants:
-            if variant.point is not None or (variant.row is not None and not spec.variants):
+            if variant.point is not None or not spec.has_row(variant.family, variant.row):
                 continue
             for seed in seeds if spec.learned else [None]:
                 if spec.per_attack:
@@ -63,11 +66,12 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
                         tests = [CLEAN, train] + [b for b in attacks if pairs[b] == train and b != train]
                         out += [task(spec, variant, train, test, seed) for test in tests]
                 else:
-                    out += [task(spec, variant, None, test, seed) for test in [CLEAN, *attacks]]
+                    out += [task(spec, variant, None, test, seed, noise) for test in [CLEAN, *attacks]
+                            for noise in [None, *(cfg["victim"].noise_seeds if not spec.learned else [])]]
     ablation_attacks = [a for a in cfg["ablation"].attacks if a in attacks]
     for spec in (METHODS[m] for m in ev.methods if METHODS[m].variants):
-        out += [task(spec, variant, a, a, seeds[0]) for variant in all_variants if variant.point is not None
-                for a in ablation_attacks]
+        out += [task(spec, variant, a, a, seed) for variant in all_variants if variant.point is not None
+                for a in ablation_attacks for seed in ablation_seeds(cfg)]
     return out
 
 
@@ -126,7 +130,7 @@ def run(ctx, task: Task) -> None:
 
 STEP = Step(
     name="evaluate",
-    version=3,
+    version=4,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae"),
     reads=("evaluate", "attack", "victim", "sample", "cae", "aae", "ablation", "seeds"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="02:00:00"),

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobs.artifacts import EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, \
+from jobs.artifacts import CLEAN, EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, \
     results_dir, row_id, unseen_pairs
 from jobs.variants import describe
 from pipeline.attacks.catalog import ATTACKS
@@ -20,16 +20,32 @@ CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves a
 
 
 def table_rows(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of the tables: every method of ``evaluate.methods``, and each of a method's
-    ``aae.variants`` (titled with its settings, "not in the paper") after it."""
+    """The rows of the tables: every method of ``evaluate.methods``, and each of its variants
+    (``aae.variants``, ``cae.variants``; titled with their settings, "not in the paper") after it.
+    ``models``: the trained models a row reads (a table row's own per-attack models, a CAE)."""
     rows = []
     for spec in (METHODS[m] for m in cfg["evaluate"].methods):
         seeds = list(cfg["seeds"]) if spec.learned else [None]
-        rows.append({"id": spec.name, "title": spec.title, "per_attack": spec.per_attack, "seeds": seeds})
-        for name, overrides in cfg["aae"].variants.items() if spec.variants else ():
-            title = f"{_short(spec.title)} + {name}: {describe(overrides)} (not in the paper)"
-            rows.append({"id": row_id(spec.name, name), "title": title, "per_attack": spec.per_attack, "seeds": seeds})
+        variants = [("aae", None, {}), *(("aae", k, v) for k, v in cfg["aae"].variants.items()),
+                    *(("cae", k, v) for k, v in cfg["cae"].variants.items())]
+        for family, name, overrides in variants:
+            if not spec.has_row(family, name):
+                continue
+            row = row_id(spec.name, name)
+            title = spec.title if name is None else \
+                f"{_short(spec.title)} + {name}: {describe(overrides)} (not in the paper)"
+            cae = row_id("cae", name if family == "cae" else None)
+            models = [row] * (spec.training is not None) + [cae] * spec.uses_cae
+            rows.append({"id": row, "title": title, "per_attack": spec.per_attack, "seeds": seeds, "models": models})
     return rows
+
+
+def model_titles(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Every trained model a table reads (``cae``, its ``cae.variants``, the per-attack rows), by
+    model row, with its title: the order of the sanity table and the training curves."""
+    caes = {row_id("cae", name): f"{CAE_TITLE.split(' (')[0]} + {name}: {describe(overrides)}"
+            for name, overrides in cfg["cae"].variants.items()}
+    return {"cae": CAE_TITLE, **caes, **{r["id"]: r["title"] for r in rows if r["per_attack"]}}
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -44,7 +60,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     rows = table_rows(cfg)
     config = {"config_name": cfg["name"], "attacks": {a: ATTACKS[a].title for a in attacks}, "rows": rows,
               "figure": [m for m in ev.methods if METHODS[m].figure],
-              "models": {"cae": CAE_TITLE, **{r["id"]: r["title"] for r in rows if r["per_attack"]}},
+              "models": model_titles(cfg, rows),
               "seeds": cfg["seeds"], "unseen": unseen_pairs(attacks, ev.unseen_seed), "bootstrap": tables.bootstrap,
               "bootstrap_seed": tables.bootstrap_seed, "figure_images": tables.figure_images,
               "out_dir": tables.out_dir}
@@ -57,19 +73,28 @@ def load_evaluations(ctx, c: dict):
 
     from pipeline.tables import Evaluations, Row
 
-    frames, commits, runtimes = {}, set(), set()
+    frames, victim_frames, commits, runtimes = {}, {}, set(), set()
     for name, artifact in ctx.inputs.items():
         if name.startswith("eval:"):
             t = artifact.manifest["config"]
-            frames[(t["row"], t["train_attack"], t["test"], t["seed"])] = pd.read_csv(artifact.file(PER_IMAGE))
+            frame = pd.read_csv(artifact.file(PER_IMAGE))
+            if t["victim_seed"] is None:
+                frames[(t["row"], t["train_attack"], t["test"], t["seed"])] = frame
+            else:
+                victim_frames[(t["row"], t["test"], t["victim_seed"])] = frame
             commits.add(str(artifact.manifest["code"]["git_commit"]))
             runtimes.add(json.dumps(artifact.manifest.get("runtime"), sort_keys=True))
     manifests = {name.split(":", 1)[1]: manifest_sha256(a) for name, a in ctx.inputs.items()
                  if name.startswith("sample:")}
-    rows = [Row(r["id"], r["title"], r["per_attack"], tuple(r["seeds"])) for r in c["rows"]]
+    flags: dict[str, list[bool]] = {}  # model row -> "not trained" of each of its models
+    for model, _, artifact in _trained(ctx):
+        flags.setdefault(model, []).append(bool(artifact.summary.get("not_trained")))
+    rows = [Row(r["id"], r["title"], r["per_attack"], tuple(r["seeds"]),
+                (sum(sum(flags.get(m, [])) for m in r["models"]), sum(len(flags.get(m, [])) for m in r["models"])))
+            for r in c["rows"]]
     provenance = {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests,
                   "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)]}
-    return Evaluations(frames, rows, c["attacks"], c["unseen"], provenance)
+    return Evaluations(frames, rows, c["attacks"], c["unseen"], provenance, victim_frames)
 
 
 def run(ctx, task: Task) -> None:
@@ -98,7 +123,7 @@ def run(ctx, task: Task) -> None:
             rows.append((f"{attack} #{first['rows'][i]}", images))
     figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
     _write_attack_summaries(ctx, out)
-    _write_training_sanity(ctx, out, c["models"], ["clean", *c["attacks"]])
+    _write_training_sanity(ctx, out, c["models"], ["clean", *c["attacks"]], ev)
     _write_training_curves(ctx, out, c["models"], ["clean", *c["attacks"]], first_seed)
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
@@ -116,7 +141,8 @@ def _write_attack_summaries(ctx, out) -> None:
     pd.DataFrame(victims).to_csv(out / "victims.csv", index=False, float_format="%.4f")
     shards = pd.DataFrame([{"role": a.manifest["config"]["role"], "attack": a.manifest["config"]["attack"],
                             **{k: a.summary[k] for k in ("n", "success", "success_before_storage", "linf", "l2")}}
-                           for name, a in sorted(ctx.inputs.items()) if name.startswith("attack:")])
+                           for name, a in sorted(ctx.inputs.items())
+                           if name.startswith("attack:") and a.manifest["config"]["victim_seed"] is None])
     weighted = shards.assign(**{k: shards[k] * shards["n"] for k in ("success", "success_before_storage", "linf", "l2")})
     totals = weighted.groupby(["role", "attack"], sort=False).sum()
     for k in ("success", "success_before_storage", "linf", "l2"):
@@ -124,21 +150,23 @@ def _write_attack_summaries(ctx, out) -> None:
     totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
 
 
-def _trained(ctx) -> list[tuple[str, str, dict[str, Any]]]:
-    """(model, training data, manifest) of every trained recovery model read: ``cae`` on ``clean``
-    images, or a table row's model on an attack's."""
+def _trained(ctx) -> list[tuple[str, str, Any]]:
+    """(model row, training data, artifact) of every trained recovery model read: a CAE (``cae``, or
+    a ``cae.variants`` row) on ``clean`` images, or a table row's model on an attack's."""
     out = []
     for name, artifact in sorted(ctx.inputs.items()):
         if name.startswith("trained:"):
             config = artifact.manifest["config"]
-            out.append((config.get("row", "cae"), config.get("attack", "clean"), artifact))
+            out.append((config["row"], config.get("attack", "clean"), artifact))
     return out
 
 
-def _write_training_sanity(ctx, out, models: Mapping[str, str], data_order: list[str]) -> None:
+def _write_training_sanity(ctx, out, models: Mapping[str, str], data_order: list[str], ev) -> None:
     """``training_sanity.csv``: each trained model's PSNR on held-out images of its own training data
-    (its objective; the AAE's cycle, and D_CAE(E_AAE(x)) against x) beside a constant image's; in
-    the order of ``models`` (model -> title), then training data, then seed."""
+    (its objective; the AAE's cycle, and D_CAE(E_AAE(x)) against x) beside the per-pixel mean image's
+    (the floor) and the class-mean image's, whether it is "not trained" (``pipeline.sanity``), and the
+    recovery accuracy of its table row's model on the clean test images; in the order of ``models``
+    (model -> title), then training data, then seed."""
     import pandas as pd
 
     rows = []
@@ -147,11 +175,14 @@ def _write_training_sanity(ctx, out, models: Mapping[str, str], data_order: list
     for model, data, artifact in order:
         summary = artifact.summary
         held = summary["heldout"]
+        clean = ev.frames.get((model, None if data == "clean" else data, CLEAN, summary["seed"]))
         rows.append({"model": model, "title": models[model], "data": data, "seed": summary["seed"],
-                     "epochs": summary["epochs"],
-                     "steps": summary["steps"], "images": summary["images"], "heldout": held["n"],
-                     "heldout_psnr": held.get("objective"), "recovered_psnr": held.get("recovered"),
-                     "constant_psnr": held.get("constant"), "clipped_steps": summary["clipped"]})
+                     "epochs": summary["epochs"], "steps": summary["steps"], "images": summary["images"],
+                     "heldout": held["n"], "heldout_psnr": held.get("objective"),
+                     "mean_image_psnr": held.get("mean_image"), "class_mean_psnr": held.get("class_mean"),
+                     "not_trained": summary["not_trained"], "recovered_psnr": held.get("recovered"),
+                     "clean_recovery_accuracy": None if clean is None else clean["recovery_accuracy"].mean(),
+                     "clipped_steps": summary["clipped"]})
     pd.DataFrame(rows).to_csv(out / "training_sanity.csv", index=False, float_format="%.3f")
 
 
@@ -187,9 +218,9 @@ def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list
 
 STEP = Step(
     name="tabulate",
-    version=4,
+    version=5,
     needs=("sample", "train-victim", "attack", "train-cae", "train-aae", "evaluate"),
-    reads=("tables", "evaluate", "attack", "sample", "aae", "seeds", "name"),
+    reads=("tables", "evaluate", "attack", "sample", "aae", "cae", "seeds", "name"),
     resources=Resources(cpus=2, mem="8G", time="01:00:00"),
     tasks=tasks,
     run=run,

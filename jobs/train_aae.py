@@ -1,6 +1,6 @@
 """``train-aae``: per training attack and training seed, the model of every trained method (see
 ``pipeline.methods``): the AAE of the paper (eqs. 2-6, CAE frozen), its ``aae.variants`` and the
-trained baselines. Ablation points train, for the first seed only, the methods whose spec has
+trained baselines. Ablation points train, for ``ablation.seeds``, the methods whose spec has
 ``variants``."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobs._training import report, train_and_save
-from jobs.artifacts import adversarial_refs, image_shape, load_model, read_adversarial, row_id, seeded, \
+from jobs.artifacts import adversarial_refs, image_shape, init_seed, load_model, read_adversarial, row_id, seeded, \
     split_shards, train_task_id
-from jobs.variants import variants
+from jobs.variants import ablation_seeds, variants
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.methods import METHODS
 
@@ -22,46 +22,54 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     trained = [METHODS[m] for m in cfg["evaluate"].methods if METHODS[m].training]
     ablation_attacks = [a for a in cfg["ablation"].attacks if a in cfg["attack"].names]
     out = []
-    for variant in variants(cfg, ablations=True):
+    for variant in (v for v in variants(cfg, ablations=True) if v.family == "aae"):
         main = variant.row is None and variant.point is None
         specs = trained if main else [s for s in trained if s.variants]
         attacks, seeds = (cfg["attack"].names, cfg["seeds"]) if variant.point is None else \
-            (ablation_attacks, cfg["seeds"][:1])
+            (ablation_attacks, ablation_seeds(cfg))
         for spec in specs:
             training = spec.training
             for attack in attacks:
                 for seed in seeds:
-                    inputs = dict(shards[("aae_train", attack)])
-                    if training.with_cae:
+                    inputs = dict(shards[("aae_train", attack, None)])
+                    inputs["clean"] = Ref("sample", cfg["sample"].roles.aae_train.dataset)
+                    if training.reads_cae:
                         inputs["cae"] = Ref("train-cae", seeded(variant.cae_id, seed))
-                    if training.target == "clean":
-                        inputs["clean"] = Ref("sample", cfg["sample"].roles.aae_train.dataset)
                     config = {"method": spec.name, "row": row_id(spec.name, variant.row), "loss": training.loss,
                               "target": training.target, "attack": attack, "seed": seed,
-                              "aae": training.section(variant.aae), "image_shape": shape}
+                              "aae": training.section(variant.aae, variant.cae), "image_shape": shape}
                     out.append(Task("train-aae", train_task_id(config["row"], attack, variant.point, seed), config,
                                     inputs, group=variant.group))
     return out
 
 
-def run(ctx, task: Task) -> None:
-    c = task.config
+def training_data(ctx) -> tuple[dict, dict]:
+    """The adversarial images of a task's inputs (``x``) with their clean originals, row for row
+    (``clean``), rows and labels; and the frozen models it reads (the CAE, if any)."""
     adversarial = read_adversarial(ctx.inputs)
-    data = {"x": adversarial["images"]}
-    if c["target"] == "clean":  # the clean original of every adversarial image, row for row
-        data["target"] = split_shards(ctx.input("clean"), "aae_train").take(adversarial["rows"], ["images"])["images"]
+    original = split_shards(ctx.input("clean"), "aae_train").take(adversarial["rows"], ["images", "labels"])
+    data = {"x": adversarial["images"], "clean": original["images"], "rows": adversarial["rows"],
+            "labels": original["labels"]}
     frozen = {}
     if "cae" in ctx.inputs:
         from pipeline.device import select_device
         from pipeline.losses import freeze
 
         frozen["cae"] = freeze(load_model(ctx.input("cae"), select_device(ctx.config.runtime)))
-    train_and_save(ctx, c["loss"], c["aae"], c["seed"], tuple(c["image_shape"]), data, frozen)
+    return data, frozen
+
+
+def run(ctx, task: Task) -> None:
+    c = task.config
+    data, frozen = training_data(ctx)
+    images = {"x": data["x"], **({"target": data["clean"]} if c["target"] == "clean" else {})}
+    train_and_save(ctx, c["loss"], c["aae"], c["seed"], init_seed(c["row"], c["attack"], c["seed"]),
+                   tuple(c["image_shape"]), images, data["labels"], frozen)
 
 
 STEP = Step(
     name="train-aae",
-    version=4,
+    version=5,
     needs=("sample", "attack", "train-cae"),
     reads=("aae", "cae", "attack", "evaluate", "ablation", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="48:00:00"),

@@ -6,30 +6,35 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobs._training import report, train_and_save
-from jobs.artifacts import image_shape, read_split, seeded
-from jobs.variants import variants
+from jobs.artifacts import image_shape, init_seed, read_split, row_id, seeded
+from jobs.variants import ablation_seeds, variants
 from pipeline.dag import Ref, Resources, Step, Task
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
-    """One CAE per training seed, and one per CAE setting of the ablations (first seed only)."""
+    """One CAE per training seed and CAE setting (``main``, ``cae.variants``, the ablations' CAE
+    settings); ablation settings only for the ablations' seeds."""
     dataset = cfg["sample"].roles.cae_train.dataset
-    settings = {v.cae_id: v.cae for v in variants(cfg, ablations=True)}
+    settings: dict[str, Any] = {}
+    for v in variants(cfg, ablations=True):  # main and the rows come before the ablation points
+        settings.setdefault(v.cae_id, v)
     return [Task("train-cae", seeded(cae_id, seed),
-                 {"cae": cae, "seed": seed, "image_shape": image_shape(cfg["sample"])},
-                 {"data": Ref("sample", dataset)}, group="main" if cae_id == "main" else "ablations")
-            for cae_id, cae in settings.items() for seed in (cfg["seeds"] if cae_id == "main" else cfg["seeds"][:1])]
+                 {"row": row_id("cae", v.row if v.family == "cae" else None), "cae": v.cae, "seed": seed,
+                  "image_shape": image_shape(cfg["sample"])},
+                 {"data": Ref("sample", dataset)}, group=v.group)
+            for cae_id, v in settings.items() for seed in (cfg["seeds"] if v.point is None else ablation_seeds(cfg))]
 
 
 def run(ctx, task: Task) -> None:
     c = task.config
-    images = read_split(ctx.input("data"), "cae_train")["images"]
-    train_and_save(ctx, "vae", c["cae"], c["seed"], tuple(c["image_shape"]), {"x": images})
+    rows = read_split(ctx.input("data"), "cae_train", ["images", "labels"])
+    train_and_save(ctx, "vae", c["cae"], c["seed"], init_seed(c["row"], "clean", c["seed"]), tuple(c["image_shape"]),
+                   {"x": rows["images"]}, rows["labels"])
 
 
 STEP = Step(
     name="train-cae",
-    version=3,
+    version=4,
     needs=("sample",),
     reads=("cae", "aae", "ablation", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="24:00:00"),

@@ -7,20 +7,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from jobs.artifacts import VICTIM_META, VICTIM_WEIGHTS, classes, split_shards, victim_split
+from jobs.artifacts import VICTIM_META, VICTIM_WEIGHTS, classes, split_shards, victim_split, victim_task_id
 from pipeline.config import ATTACKED_ROLES
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.errors import PipelineError
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
+    """One victim per attacked role, and one per ``victim.noise_seeds`` for the test role."""
     out = []
     for role in ATTACKED_ROLES:
         victim = getattr(cfg["victim"], role)
         if victim.weights is None:
             dataset = getattr(cfg["sample"].roles, role).dataset
-            out.append(Task("train-victim", role, {"role": role, **asdict(victim)},
-                            {"data": Ref("sample", dataset)}))
+            noise = cfg["victim"].noise_seeds if role == "test" else []
+            out += [Task("train-victim", victim_task_id(role, s), {"role": role, **asdict(victim),
+                                                                   **({} if s is None else {"seed": s})},
+                         {"data": Ref("sample", dataset)}) for s in [None, *noise]]
     return out
 
 

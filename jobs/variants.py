@@ -1,7 +1,7 @@
 """The recovery-model settings a run trains: the config as given (``main``), its row variants
-(``aae.variants``: AAE settings not in the paper, each a row of the tables), and the ablation
-points of Figs. 4 and 5, swept for the paper's AAE and for the row variants ``ablation.variants``
-names.
+(``aae.variants``: AAE settings not in the paper, each a row of the tables; ``cae.variants``: CAE
+settings, each a row of the CAE alone), and the ablation points of Figs. 4 and 5, swept for the
+paper's AAE and for the row variants ``ablation.variants`` names.
 
 An ablation point varies λ1 (CAE KL weight), λ2 (AAE KL weight), or the depths N_CAE, N_AAE.
 Widths for a depth follow the paper's two ladders between the configured first width F and latent
@@ -27,18 +27,25 @@ def cae_widths(depth: int, first: int, latent: int) -> list[int]:
 
 
 def aae_widths(depth: int, first: int, latent: int) -> list[int]:
-    """``first``, then ``depth - 2`` evenly spaced widths from 400/512 to 100/512 of it, then ``latent``."""
+    """``first``, then ``depth - 2`` evenly spaced widths from 400/512 to 100/512 of it (halves round
+    up, so 64 gives the main config's 64-50-38-25-13-8), then ``latent``."""
     middle = np.linspace(first * 400 / 512, first * 100 / 512, depth - 2) if depth > 2 else []
-    return [first, *(int(round(w)) for w in middle), latent]
+    return [first, *(int(np.floor(w + 0.5)) for w in middle), latent]
+
+
+def ablation_seeds(cfg: Mapping[str, Any]) -> list[int]:
+    """The training seeds of every ablation point: ``ablation.seeds``, else the config's."""
+    return cfg["ablation"].seeds or cfg["seeds"]
 
 
 @dataclass(frozen=True)
 class Variant:
     """One setting of the CAE and AAE sections.
 
-    ``row``: the ``aae.variants`` entry it belongs to (None: the paper's AAE as written);
-    ``point``: its ablation point (e.g. ``lambda1=0.01``; None outside the ablations), plotted in
-    ``figure``; ``cae_id``: the train-cae task it uses (variants with equal CAE settings share one).
+    ``row``: the ``aae.variants`` (``family`` ``aae``) or ``cae.variants`` (``cae``) entry it
+    belongs to (None: the config as written); ``point``: its ablation point (e.g. ``lambda1=0.01``;
+    None outside the ablations), plotted in ``figure``; ``cae_id``: the train-cae task it uses
+    (variants with equal CAE settings share one).
     """
 
     row: str | None
@@ -47,6 +54,7 @@ class Variant:
     aae: dict[str, Any]
     cae_id: str
     figure: str | None = None
+    family: str = "aae"
 
     @property
     def group(self) -> str:
@@ -77,11 +85,14 @@ def _points(base: Variant, sweep: Any) -> list[Variant]:
 
 
 def variants(cfg: Mapping[str, Any], ablations: bool) -> list[Variant]:
-    """``main``, the row variants, and (with ``ablations``) every ablation point of the swept rows."""
+    """``main``, the row variants (AAE, then CAE), and (with ``ablations``) every ablation point of the
+    swept rows."""
     cae, aae = asdict(cfg["cae"]), asdict(cfg["aae"])
     main = Variant(None, None, cae, aae, "main")
     rows = [Variant(name, None, cae, merge(aae, overrides), "main") for name, overrides in cfg["aae"].variants.items()]
-    out = [main, *rows]
+    cae_rows = [Variant(name, None, merge(cae, overrides), aae, f"cae+{name}", family="cae")
+                for name, overrides in cfg["cae"].variants.items()]
+    out = [main, *rows, *cae_rows]
     if ablations:
         swept = cfg["ablation"].variants
         out += [point for base in [main, *rows] if base.row is None or swept is None or base.row in swept

@@ -82,6 +82,10 @@ class VictimConfig:
 class VictimsConfig:
     aae_train: VictimConfig = field(default_factory=VictimConfig)
     test: VictimConfig = field(default_factory=VictimConfig)
+    # not in the paper: more training seeds of the test role's victim, each attacked and evaluated on the
+    # rows that read no trained model (doing nothing, the input transforms), whose tables then carry the
+    # spread over victims; the learned rows use the ``test.seed`` victim alone
+    noise_seeds: list[int] = bounded([], lo=0)
 
 
 def _params_section(name: str, specs: Mapping[str, Any]) -> type:
@@ -124,6 +128,9 @@ class ArchConfig:
 class OptimConfig:
     kind: str = bounded("sgd", choices=("sgd", "adam"))  # adam: not in the paper (momentum unused)
     epochs: int = bounded(700, lo=1)
+    # when set, a run lasts this many optimiser steps (rounded up to whole epochs) whatever its data size,
+    # and the schedule given in epochs (milestones, the AAE's warm-up) stretches with it (``schedule``)
+    steps: int | None = bounded(None, lo=1)
     batch_size: int = bounded(256, lo=1)
     lr: float = bounded(0.03, lo=0.0)
     momentum: float = bounded(0.9, lo=0.0)
@@ -138,6 +145,20 @@ class OptimConfig:
     compile: bool = False
 
 
+def schedule(optim: Mapping[str, Any], warmup_epochs: int, images: int) -> tuple[dict[str, Any], int]:
+    """An ``optim`` section (as a dict) and warm-up for a run on ``images`` images: unchanged without
+    ``steps``; with it, ``epochs`` becomes enough epochs for ``steps`` optimiser steps, and the
+    milestones and the warm-up scale by the same factor (the paper's proportions, at any data size).
+    The result holds no ``steps``: it is what ``training.TrainSpec`` takes."""
+    out = {k: v for k, v in optim.items() if k != "steps"}
+    if optim.get("steps") is None:
+        return out, warmup_epochs
+    epochs = -(-optim["steps"] // -(-images // optim["batch_size"]))
+    factor = epochs / optim["epochs"]
+    out.update(epochs=epochs, milestones=[max(1, round(m * factor)) for m in optim["milestones"]])
+    return out, round(warmup_epochs * factor)
+
+
 @dataclass
 class LossConfig:
     # how squared errors and the KL are reduced per image: "sum" over its elements (the paper's
@@ -147,13 +168,17 @@ class LossConfig:
 
 @dataclass
 class CAEConfig:
+    """The CAE. ``variants`` (not in the paper) names other settings of this section, each trained
+    beside it and shown as a row of the CAE alone (e.g. other widths, to see how capacity scales)."""
+
     arch: ArchConfig = field(default_factory=ArchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     lambda_kl: float = bounded(1e-3, lo=0.0)
     # not in the paper: this fraction of the training images is held out to measure the trained
-    # model in its own domain (PSNR against a constant image), so an under-trained model shows
+    # model in its own domain (PSNR against the per-pixel mean image), so an under-trained model shows
     holdout: float = bounded(0.05, lo=0.0, hi=0.5)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _aae_arch() -> ArchConfig:
@@ -176,6 +201,9 @@ class AAEConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     lambda_kl: float = bounded(1e-3, lo=0.0)
     warmup_epochs: int = bounded(300, lo=0)
+    # what the warm-up minimises, the paper's "L_A": ||X_A - X̂_A||² through the cycle (``cycle``), or
+    # the AAE's own reconstruction ||X_A - D_AAE(E_AAE(X_A))||² (``self``; the other reading)
+    warmup_target: str = bounded("cycle", choices=("cycle", "self"))
     holdout: float = bounded(0.05, lo=0.0, hi=0.5)
     init: str = bounded("random", choices=("random", "cae"))  # cae: start from the CAE's weights
     anchor_weight: float = bounded(0.0, lo=0.0)  # weight of ||X_A - D_CAE(E_AAE(X_A))||²
@@ -207,6 +235,35 @@ class AblationConfig:
     aae_depths: list[int] = bounded([3, 4, 5, 6, 7, 8, 9], lo=2)
     attacks: list[str] = bounded(list(ATTACKS), choices=tuple(ATTACKS))
     variants: list[str] | None = None  # the aae.variants swept beside the paper's AAE (None: all)
+    seeds: list[int] | None = None  # training seeds of every point (None: the config's seeds)
+
+
+@dataclass
+class ConvergenceRun:
+    """One curve of the convergence study: a trained method (``evaluate`` row name) with settings of
+    the ``aae`` section over the study's own (``aae`` here: overrides, as in ``aae.variants``)."""
+
+    method: str = bounded("ours", choices=tuple(m for m, spec in METHODS.items() if spec.training))
+    aae: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConvergenceConfig:
+    """``pipeline run convergence``: long runs of each ``runs`` entry per attack and seed, measured
+    on held-out attacked images at steps ``first_eval`` · 2^k and at ``steps``; a run whose own
+    objective fell by more than ``plateau`` (relative) over its last doubling of steps goes on
+    doubling, up to ``max_steps``. The lr stays constant (no milestones) unless a run sets them;
+    the warm-up lasts ``warmup`` of ``steps`` (the paper: 300 of 1,500 epochs)."""
+
+    runs: dict[str, ConvergenceRun] = field(default_factory=dict)
+    attacks: list[str] = bounded(["cw"], choices=tuple(ATTACKS))
+    seeds: list[int] | None = None  # None: the config's seeds
+    steps: int = bounded(9000, lo=1)
+    max_steps: int = bounded(36000, lo=1)
+    first_eval: int = bounded(250, lo=1)
+    plateau: float = bounded(0.02, lo=0.0)
+    warmup: float = bounded(0.2, lo=0.0, hi=1.0)
+    holdout: float = bounded(0.2, lo=0.0, hi=0.5)  # of the attacked images: the validation split
 
 
 @dataclass
@@ -233,6 +290,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,6 +390,15 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return config
 
 
+def _variant(section: type, base: Any, overrides: Mapping[str, Any], where: str) -> Any:
+    """``base`` (a config section) with a variant's ``overrides``, validated; variants cannot nest."""
+    if not overrides and ".variants." in where:
+        raise PipelineError(f"config key {where!r}: a variant needs at least one setting")
+    if "variants" in overrides:
+        raise PipelineError(f"config key {where + '.variants'!r}: variants cannot nest")
+    return build(section, merge(dataclasses.asdict(base), overrides), where)
+
+
 def _check_consistency(config: Config) -> None:
     sample = config.sample
     for role in ROLES:
@@ -339,17 +406,20 @@ def _check_consistency(config: Config) -> None:
         if name not in sample.datasets:
             raise PipelineError(f"config key 'sample.roles.{role}.dataset': {name!r} is not in "
                                 f"sample.datasets ({', '.join(sorted(sample.datasets))})")
-    for name, overrides in {"": {}, **config.aae.variants}.items():
-        where = f"aae.variants.{name}" if name else "aae"
-        if name and not overrides:
-            raise PipelineError(f"config key {where!r}: a variant needs at least one setting")
-        if "variants" in overrides:
-            raise PipelineError(f"config key {where + '.variants'!r}: variants cannot nest")
-        aae = build(AAEConfig, merge(dataclasses.asdict(config.aae), overrides), where)
+    for name, overrides in config.cae.variants.items():
+        _variant(CAEConfig, config.cae, overrides, f"cae.variants.{name}")
+    aae_settings = {"aae": {}, **{f"aae.variants.{k}": v for k, v in config.aae.variants.items()},
+                    **{f"convergence.runs.{k}.aae": v.aae for k, v in config.convergence.runs.items()}}
+    for where, overrides in aae_settings.items():
+        aae = _variant(AAEConfig, config.aae, overrides, where) if where != "aae" else config.aae
         latent = (config.cae.arch.widths[-1], aae.arch.widths[-1])
         if latent[0] != latent[1]:
             raise PipelineError(f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
                                 f"same latent size, got {latent[0]} and {latent[1]}")
+    conv = config.convergence
+    if conv.runs and conv.max_steps < conv.steps:
+        raise PipelineError(f"config key 'convergence.max_steps': {conv.max_steps} is below convergence.steps "
+                            f"({conv.steps})")
     for name in config.ablation.variants or []:
         if name not in config.aae.variants:
             raise PipelineError(f"config key 'ablation.variants': {name!r} is not in aae.variants"
@@ -359,6 +429,12 @@ def _check_consistency(config: Config) -> None:
     for name in config.attack.limits:
         if name not in ATTACKS:
             raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACKS)})")
+    if config.victim.noise_seeds and config.victim.test.weights is not None:
+        raise PipelineError("config key 'victim.noise_seeds': the test victim is given as weights, not trained")
+    if config.victim.test.seed in config.victim.noise_seeds or \
+            len(set(config.victim.noise_seeds)) != len(config.victim.noise_seeds):
+        raise PipelineError(f"config key 'victim.noise_seeds': {config.victim.noise_seeds} must be distinct and "
+                            f"differ from victim.test.seed ({config.victim.test.seed})")
     for role in ATTACKED_ROLES:
         victim = getattr(config.victim, role)
         if victim.weights is None and getattr(sample.roles, role).victim_count == 0:

@@ -53,29 +53,34 @@ def detection_bars(methods: Sequence[str], seen: Sequence[float], unseen: Sequen
     _save(fig, path)
 
 
-def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, Sequence[float]], ylabel: str, path: Path) -> None:
-    """Fig. 4: recovery vs λ1 and λ2 on a log axis."""
-    fig, ax = plt.subplots(figsize=(4, 3))
-    for name, values in curves.items():
-        ax.plot(lambdas, values, marker="o", label=name)
+def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                 ylabel: str, path: Path, levels: Mapping[str, float] = {}) -> None:
+    """Fig. 4: recovery vs λ1 and λ2 on a log axis, each curve its (means, standard deviations over
+    seeds) as error bars, ``levels`` (label -> value, e.g. doing nothing) as dashed lines."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name, (means, sds) in curves.items():
+        ax.errorbar(lambdas, means, yerr=np.nan_to_num(sds), marker="o", capsize=2, label=name)
+    for k, (label, level) in enumerate(levels.items()):
+        ax.axhline(level, color="grey", lw=0.8, ls="--" if k == 0 else ":", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("λ")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
 
-def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int], grids: Mapping[str, np.ndarray],
-                   label: str, path: Path) -> None:
-    """Fig. 5: recovery for every (N_CAE, N_AAE), one panel per swept row (title -> grid), one colour scale."""
-    values = np.stack(list(grids.values()))
+def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int],
+                   grids: Mapping[str, tuple[np.ndarray, np.ndarray]], label: str, path: Path) -> None:
+    """Fig. 5: recovery for every (N_CAE, N_AAE), one panel per swept row (title -> (means, standard
+    deviations over seeds)), one colour scale; each cell reads ``mean±sd``."""
+    values = np.stack([means for means, _ in grids.values()])
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     low, high = (low, high) if high > low else (low - 1, high + 1)  # one colour for equal values
-    width, height = 1 + 0.6 * len(aae_depths), 1 + 0.5 * len(cae_depths)
+    width, height = 1 + 0.8 * len(aae_depths), 1 + 0.5 * len(cae_depths)
     fig, axes = plt.subplots(1, len(grids), figsize=(width * len(grids) + 1, height), squeeze=False,
                              layout="constrained")
-    for ax, (title, grid) in zip(axes[0], grids.items()):
+    for ax, (title, (grid, sds)) in zip(axes[0], grids.items()):
         image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
         ax.set_xticks(range(len(aae_depths)), aae_depths)
         ax.set_yticks(range(len(cae_depths)), cae_depths)
@@ -84,7 +89,8 @@ def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int], grids: 
         ax.set_title(title, fontsize=8)
         for i in range(len(cae_depths)):
             for j in range(len(aae_depths)):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+                spread = f"±{sds[i, j]:.1f}" if np.isfinite(sds[i, j]) else ""
+                ax.text(j, i, f"{grid[i, j]:.1f}{spread}", ha="center", va="center", fontsize=6, color="white")
     fig.colorbar(image, ax=list(axes[0]), label=label)
     _save(fig, path)
 
@@ -108,5 +114,39 @@ def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("loss per image", fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def convergence_panels(runs: Mapping[str, Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]]],
+                       references: Mapping[str, Mapping[str, float]], path: Path, log_y: Sequence[str] = ()) -> None:
+    """The convergence study: one column per run (title -> quantity -> one (steps, values) line per
+    seed, drawn thin), one row per quantity (log-scaled for those in ``log_y``), log-scaled steps;
+    ``references`` (quantity -> label -> level) are dashed lines in every panel of that quantity."""
+    quantities = list(dict.fromkeys(q for lines in runs.values() for q in lines))
+    fig, axes = plt.subplots(len(quantities), len(runs), figsize=(2.4 * len(runs), 2.0 * len(quantities)),
+                             squeeze=False, sharex=True)
+    for j, (title, lines) in enumerate(runs.items()):
+        axes[0, j].set_title(title, fontsize=7)
+        for i, quantity in enumerate(quantities):
+            ax = axes[i, j]
+            for steps, values in lines.get(quantity, []):
+                ax.plot(steps, values, lw=0.8, color="C0", marker=".", markersize=2)
+            for k, (label, level) in enumerate(references.get(quantity, {}).items()):
+                ax.axhline(level, color=f"C{k + 1}", lw=0.8, ls="--", label=label)
+            ax.set_xscale("log")
+            if quantity in log_y:
+                ax.set_yscale("log")
+            ax.tick_params(which="both", labelsize=6)
+            if j == 0:
+                ax.set_ylabel(quantity, fontsize=7)
+                if references.get(quantity):
+                    ax.legend(fontsize=5)
+            if i == len(quantities) - 1:
+                ax.set_xlabel("steps", fontsize=7)
+    for i, quantity in enumerate(quantities):  # one scale per row, so runs compare at a glance
+        lows, highs = zip(*(axes[i, j].get_ylim() for j in range(len(runs))))
+        for j in range(len(runs)):
+            axes[i, j].set_ylim(min(lows), max(highs))
     fig.tight_layout()
     _save(fig, path)

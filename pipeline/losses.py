@@ -49,9 +49,12 @@ def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float,
 
 
 def aae_loss(aae: ConvVAE, cae: ConvVAE, x_adv: Tensor, lambda_kl: float, warmup: bool,
-             reduction: str = "sum", anchor_weight: float = 0.0) -> dict[str, Tensor]:
+             reduction: str = "sum", anchor_weight: float = 0.0, warmup_target: str = "cycle") -> dict[str, Tensor]:
     """Eqs. 2–6: Z_A = E_AAE(X_A), X̃_C = D_CAE(Z_A), Ẑ_A = E_CAE(X̃_C) (mean), X̂_A = D_AAE(Ẑ_A);
-    total = ||X_A − X̂_A||² during warm-up, else λ2·KL + ||X_A − X̂_A||² + ||Z_A − Ẑ_A||².
+    total = λ2·KL + ||X_A − X̂_A||² + ||Z_A − Ẑ_A||² ("paper" is this sum whatever the total), and
+    during the warm-up only the paper's "L_A": ||X_A − X̂_A||² (``warmup_target`` ``cycle``), or in
+    its other reading the AAE's own reconstruction ||X_A − D_AAE(Z_A)||² (``self``, term
+    ``recon_self``), which pre-trains E_AAE and D_AAE as an autoencoder.
     With ``anchor_weight`` w > 0 (not in the paper) the total gains w·||X_A − X̃_C||², which ties
     the recovered image D_CAE(E_AAE(X_A)) to its input. The CAE should be frozen (see ``freeze``);
     gradients pass through it into E_AAE."""
@@ -65,25 +68,29 @@ def aae_loss(aae: ConvVAE, cae: ConvVAE, x_adv: Tensor, lambda_kl: float, warmup
         "recon_z": sse(z_a, z_hat, reduction),
         "kl": kl_standard_normal(mu, logvar, reduction),
     }
-    terms["total"] = (
-        terms["recon_x"]
-        if warmup
-        else lambda_kl * terms["kl"] + terms["recon_x"] + terms["recon_z"]
-    )
+    terms["paper"] = lambda_kl * terms["kl"] + terms["recon_x"] + terms["recon_z"]
+    if warmup and warmup_target == "self":
+        terms["recon_self"] = sse(x_adv, aae.decode(z_a), reduction)
+    terms["total"] = terms["paper"] if not warmup else terms[WARMUP_TERMS[warmup_target]]
     if anchor_weight:
         terms["anchor"] = sse(x_adv, x_tilde, reduction)
         terms["total"] = terms["total"] + anchor_weight * terms["anchor"]
     return terms
 
 
+#: the term the AAE's warm-up minimises, by reading of the paper's "L_A" (``aae.warmup_target``)
+WARMUP_TERMS = {"cycle": "recon_x", "self": "recon_self"}
+
+
 @dataclass(frozen=True)
 class LossParams:
     """Hyper-parameters of a loss: the KL weight (λ1 or λ2), the reduction, and the AAE's warm-up
-    length and anchor weight."""
+    length and reading, and anchor weight. Defaults live in the config schema (``pipeline.config``)."""
 
-    lambda_kl: float = 1e-3
+    lambda_kl: float
+    reduction: str
     warmup_epochs: int = 0
-    reduction: str = "sum"
+    warmup_target: str = "cycle"
     anchor_weight: float = 0.0
 
 
@@ -102,7 +109,7 @@ def target_of(batch: Mapping[str, Tensor]) -> Tensor:
 LOSSES: dict[str, Loss] = {
     "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], target_of(b), p.lambda_kl, p.reduction),
     "aae": lambda m, p, b, epoch: aae_loss(m["model"], m["cae"], b["x"], p.lambda_kl, epoch < p.warmup_epochs,
-                                           p.reduction, p.anchor_weight),
+                                           p.reduction, p.anchor_weight, p.warmup_target),
 }
 
 def _cycle_outputs(aae: ConvVAE, cae: ConvVAE, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:

@@ -1,6 +1,8 @@
-"""Is a trained model trained? Its PSNR on held-out images of its own training domain, beside a
-constant image's (the training images' mean colour): a model near the constant image has learned
-next to nothing, whatever its tables say."""
+"""Is a trained model trained? Its PSNR on held-out images of its own training domain, beside what
+an output that ignores its input scores there: the per-pixel mean image of the training images (the
+floor), and the mean image of each held-out image's own class (a second, stronger reference that
+knows the label). A model within ``NOT_TRAINED_DB`` of the floor has learned next to nothing,
+whatever its tables say."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from pipeline.losses import OUTPUTS, target_of
 from pipeline.metrics import psnr
 from pipeline.training import to_float
 
+#: a model whose held-out PSNR is less than this many dB above the mean-image floor is "not trained"
+NOT_TRAINED_DB = 1.0
+
 
 def held_out_count(n: int, fraction: float) -> int:
     """How many of ``n`` training images to hold out: ``fraction`` of them, at least one when there
@@ -23,24 +28,49 @@ def held_out_count(n: int, fraction: float) -> int:
     return int(min(n - 1, max(1, round(fraction * n))))
 
 
+def not_trained(held_out: Mapping[str, float]) -> bool | None:
+    """Whether a model's held-out PSNR (``objective``) is within ``NOT_TRAINED_DB`` of its floor
+    (``mean_image``); None when nothing was held out."""
+    if not held_out.get("n"):
+        return None
+    return bool(held_out["objective"] < held_out["mean_image"] + NOT_TRAINED_DB)
+
+
+def reference_images(train_target: Tensor, train_labels: np.ndarray | None, held_labels: np.ndarray | None
+                     ) -> dict[str, Tensor | None]:
+    """The per-pixel mean image of the training targets, and per held-out image the mean image of the
+    training targets of its class (None without labels for every image, or a held-out class unseen
+    in training)."""
+    images = to_float(train_target, torch.device("cpu"))
+    references: dict[str, Tensor | None] = {"mean_image": images.mean(0, keepdim=True), "class_mean": None}
+    if train_labels is None or held_labels is None or (train_labels < 0).any() or (held_labels < 0).any():
+        return references
+    classes = {int(c): images[torch.from_numpy(train_labels == c)].mean(0) for c in np.unique(train_labels)}
+    if all(int(c) in classes for c in held_labels):
+        references["class_mean"] = torch.stack([classes[int(c)] for c in held_labels])
+    return references
+
+
 @torch.no_grad()
 def held_out_psnr(loss: str, models: Mapping[str, nn.Module], held_out: Mapping[str, Tensor],
-                  train_target: Tensor, device: torch.device, batch_size: int = 256) -> dict[str, float]:
+                  references: Mapping[str, Tensor | None], device: torch.device, batch_size: int = 256
+                  ) -> dict[str, float]:
     """Mean per-image PSNR, on ``held_out`` (``x``, maybe ``target``), of each output the loss's model
-    is checked on (``pipeline.losses.OUTPUTS``), and of the constant image of ``train_target``'s mean
-    colour against the same references (``constant``); ``n``: how many images."""
+    is checked on (``pipeline.losses.OUTPUTS``), and of each reference image of ``reference_images``
+    (``mean_image``, ``class_mean``) against the same targets; ``n``: how many images."""
     for model in models.values():
         model.eval()
     n = len(held_out["x"])
     if n == 0:
         return {"n": 0}
-    colour = to_float(train_target, torch.device("cpu")).mean(dim=(0, 2, 3))
     scores: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
         batch = {k: to_float(v[start:start + batch_size], device) for k, v in held_out.items()}
-        outputs = OUTPUTS[loss](models, batch)
-        for name, (output, reference) in outputs.items():
+        for name, (output, reference) in OUTPUTS[loss](models, batch).items():
             scores.setdefault(name, []).append(psnr(output.clamp(0, 1).cpu(), reference.cpu()))
-        reference = target_of(batch).cpu()
-        scores.setdefault("constant", []).append(psnr(colour.view(1, -1, 1, 1).expand_as(reference), reference))
+        target = target_of(batch).cpu()
+        for name, image in references.items():
+            if image is not None:
+                image = image if len(image) == 1 else image[start:start + batch_size]
+                scores.setdefault(name, []).append(psnr(image.expand_as(target), target))
     return {"n": n, **{name: float(np.concatenate(parts).mean()) for name, parts in scores.items()}}

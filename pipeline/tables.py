@@ -3,9 +3,13 @@
 Input: per-image evaluation frames keyed by (row, training attack, test set); a row is a method (or
 a variant of one) with its title. A cell of Table II for row m and attack a is m's model trained on
 a, tested on a; Table III tests on a with the model trained on a's seeded random partner. The Clean
-column averages m's models over clean test images. Avg is the mean of the table's columns (the
-paper's eight, as its rows are). Every CSV cell has a 95% bootstrap interval over test images;
-files start with their provenance (config, data manifests, commits).
+column averages m's models over clean test images (per image, so each test image counts once).
+Avg is the mean of the table's columns (the paper's eight, as its rows are), except for PSNR, where
+an unchanged image scores the 100 dB cap: there Avg is over the attacks. The ``flipped`` subset
+keeps, per attack, only the images whose prediction the attack flipped (the Clean column has none).
+Every CSV cell has a 95% bootstrap interval over test images and its number of images; files start
+with their provenance (config, data manifests, commits). Each row says how many of the trained
+models it reads are "not trained" (held-out PSNR within 1 dB of the mean image; ``pipeline.sanity``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ METRICS: dict[str, tuple[str, float]] = {
     "psnr": ("PSNR (dB)", 1.0),
     "ssim": ("SSIM", 1.0),
 }
+#: metrics whose Avg leaves out the Clean column (an unchanged clean image scores a cap, not a measurement)
+AVG_OVER_ATTACKS = {"psnr"}
+#: image subsets a table can be restricted to: every image, or those whose prediction the attack flipped
+SUBSETS = ("all", "flipped")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,13 @@ class Row:
     title: str
     per_attack: bool
     seeds: tuple[int | None, ...] = (None,)
+    not_trained: tuple[int, int] = (0, 0)  # of the trained models the row reads: how many not trained, of how many
+
+    @property
+    def flag(self) -> str:
+        """``2/21 not trained`` when some of the row's models are not trained, else empty."""
+        bad, total = self.not_trained
+        return f"{bad}/{total} not trained" if bad else ""
 
 
 @dataclass
@@ -53,17 +68,33 @@ class Evaluations:
     attacks: dict[str, str]  # column order: attack name -> title
     unseen: dict[str, str]  # test attack -> training attack
     provenance: dict[str, Any] = field(default_factory=dict)
+    # rows that read no trained model, against other victims: (row id, test set, victim noise seed) -> frame
+    victim_frames: dict[tuple[str, str, int], pd.DataFrame] = field(default_factory=dict)
+
+    def victim_means(self, row: Row, column: str, metric: str, subset: str) -> list[float]:
+        """The cell's mean for each ``victim.noise_seeds`` victim (empty for rows without them)."""
+        frames = [f for (r, c, _), f in sorted(self.victim_frames.items(), key=lambda i: i[0][2])
+                  if r == row.id and c == column]
+        if subset == "flipped":
+            frames = [f[f["input_pred"] != f["clean_pred"]] if column != CLEAN else f.iloc[:0] for f in frames]
+        return [_mean(f[metric].to_numpy()) for f in frames]
 
     def _train(self, row: Row, attack: str, protocol: str) -> str | None:
         return None if not row.per_attack else attack if protocol == "seen" else self.unseen[attack]
 
-    def cell_values(self, row: Row, column: str, protocol: str, metric: str) -> list[np.ndarray]:
-        """The per-image values behind one table cell, one array per training seed (same images)."""
+    def cell_values(self, row: Row, column: str, protocol: str, metric: str, subset: str = "all") -> list[np.ndarray]:
+        """The per-image values behind one table cell, one array per training seed (same images); for
+        the Clean column of a row trained per attack, each image's mean over the attacks' models."""
+        if column == CLEAN and subset == "flipped":  # nothing attacked, nothing flipped
+            return [np.empty(0) for _ in row.seeds]
         if row.per_attack and column == CLEAN:
-            return [np.concatenate([self.frames[(row.id, a, CLEAN, s)][metric].to_numpy() for a in self.attacks])
+            return [np.mean([self.frames[(row.id, a, CLEAN, s)][metric].to_numpy() for a in self.attacks], axis=0)
                     for s in row.seeds]
         train = self._train(row, column, protocol) if column != CLEAN else None
-        return [self.frames[(row.id, train, column, s)][metric].to_numpy() for s in row.seeds]
+        frames = [self.frames[(row.id, train, column, s)] for s in row.seeds]
+        if subset == "flipped":
+            frames = [f[f["input_pred"] != f["clean_pred"]] for f in frames]
+        return [f[metric].to_numpy() for f in frames]
 
     def detection(self, row: Row, attack: str, protocol: str) -> float:
         """AUROC of the reconstruction error, clean test images against ``attack``'s, mean over seeds."""
@@ -77,30 +108,50 @@ def _mean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
+def _column_mean(values: Sequence[Sequence[float]]) -> np.ndarray:
+    """The mean over columns (first axis) per seed or victim, of the columns that have images."""
+    array = np.array(values)
+    counted = np.isfinite(array).sum(0)
+    return np.where(counted > 0, np.nansum(array, 0) / np.maximum(counted, 1), np.nan)
+
+
 def _spread(means: Sequence[float]) -> float:
     """Standard deviation over training seeds (NaN with one seed)."""
     return float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
 
 
-def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int) -> pd.DataFrame:
+def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int, subset: str = "all") -> pd.DataFrame:
     """One table: rows = methods, columns = Clean, attacks..., Avg. A cell is the mean over training
-    seeds of the per-seed mean, with the standard deviation over seeds (``_seed_sd``) and a 95%
-    bootstrap interval over test images of the per-image values averaged over seeds."""
+    seeds of the per-seed mean, with the standard deviation over seeds (``_seed_sd``), a 95%
+    bootstrap interval over test images of the per-image values averaged over seeds, and the number
+    of images (``_n``); rows evaluated against more victims also carry the standard deviation over
+    victims (``_victim_sd``: this victim and the others). ``subset`` restricts the images
+    (``SUBSETS``), and Avg covers the columns that have any."""
     scale = METRICS[metric][1]
+    columns = [CLEAN, *ev.attacks]
+    averaged = [c for c in columns if not (c == CLEAN and (metric in AVG_OVER_ATTACKS or subset == "flipped"))]
     rows = []
     for method in ev.rows:
-        row: dict[str, Any] = {"method": method.id, "title": method.title, "seeds": len(method.seeds)}
-        seed_means = []
-        for column in [CLEAN, *ev.attacks]:
-            per_seed = [v * scale for v in ev.cell_values(method, column, protocol, metric)]
+        row: dict[str, Any] = {"method": method.id, "title": method.title, "seeds": len(method.seeds),
+                               "not_trained": method.flag}
+        seed_means, victim_means = [], []
+        for column in columns:
+            per_seed = [v * scale for v in ev.cell_values(method, column, protocol, metric, subset)]
             means = [_mean(v) for v in per_seed]
             pooled = np.mean(np.stack(per_seed), axis=0)
             low, high = bootstrap_interval(pooled, resamples, seed)
             row.update({column: float(np.mean(means)), f"{column}_ci_low": low, f"{column}_ci_high": high,
                         f"{column}_n": int(np.isfinite(pooled).sum()), f"{column}_seed_sd": _spread(means)})
-            seed_means.append(means)
-        per_seed_avg = np.mean(seed_means, axis=0)
-        row.update({"avg": float(np.mean(per_seed_avg)), "avg_seed_sd": _spread(list(per_seed_avg))})
+            victims = [*means, *(m * scale for m in ev.victim_means(method, column, metric, subset))]
+            if len(victims) > len(means):
+                row[f"{column}_victim_sd"] = _spread(victims)
+            if column in averaged:
+                seed_means.append(means)
+                victim_means.append(victims)
+        row.update({"avg": float(np.mean(_column_mean(seed_means))),
+                    "avg_seed_sd": _spread(list(_column_mean(seed_means)))})
+        if len(victim_means[0]) > 1:
+            row["avg_victim_sd"] = _spread(list(_column_mean(victim_means)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -113,6 +164,15 @@ def detection_table(ev: Evaluations, protocol: str) -> pd.DataFrame:
         rows.append({"method": method.id, "title": method.title, "seeds": len(method.seeds), **values,
                      "avg": float(np.mean(list(values.values())))})
     return pd.DataFrame(rows)
+
+
+def spread(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Each row's spread of one column: over training seeds where it has several, else over victims
+    (rows that read no trained model, with ``victim.noise_seeds``), else NaN."""
+    nan = np.full(len(frame), np.nan)
+    seeds = frame[f"{column}_seed_sd"].to_numpy(dtype=float) if f"{column}_seed_sd" in frame else nan
+    victims = frame[f"{column}_victim_sd"].to_numpy(dtype=float) if f"{column}_victim_sd" in frame else nan
+    return np.where(np.isfinite(seeds), seeds, victims)
 
 
 def _header(ev: Evaluations, title: str) -> list[str]:
@@ -165,12 +225,13 @@ def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, 
               " & ".join(["Method", *heads]) + r" \\", r"\midrule",
               rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Measured here ({ev.provenance.get('config')} config)}}}} \\"]
     values = frame[columns].to_numpy(dtype=float)
-    spreads = np.stack([frame[f"{c}_seed_sd"].to_numpy(dtype=float) if f"{c}_seed_sd" in frame
-                        else np.full(len(frame), np.nan) for c in columns], axis=1)
+    spreads = np.stack([spread(frame, c) for c in columns], axis=1)
     best = {j for j in range(len(columns)) if np.isfinite(values[:, j]).any()}
     top = {j: int(np.nanargmax(values[:, j])) for j in best}
-    for i, title in enumerate(frame["title"]):
-        lines.append(_latex_row(title, values[i], digits, {j for j in best if top[j] == i}, spreads[i]))
+    flags = frame["not_trained"].fillna("") if "not_trained" in frame else pd.Series([""] * len(frame))
+    for i, (title, flag) in enumerate(zip(frame["title"], flags)):
+        name = f"{title} ({flag})" if flag else title
+        lines.append(_latex_row(name, values[i], digits, {j for j in best if top[j] == i}, spreads[i]))
     if reported:
         lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
                                r"(their recovery rate; not measured here, not comparable)}} \\"]
@@ -183,17 +244,21 @@ def write_tables(ev: Evaluations, out: Path, resamples: int, seed: int) -> list[
     """Every table of the paper's protocol into ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    tables = [(metric, "all") for metric in METRICS] + [("recovery_accuracy", "flipped")]
     for number, protocol, reported in (("II", "seen", TABLE_II), ("III", "unseen", TABLE_III)):
-        for metric, (label, _) in METRICS.items():
-            frame = table(ev, protocol, metric, resamples, seed)
-            stem = f"table_{number.lower()}_{protocol}_{metric}"
+        for metric, subset in tables:
+            label = METRICS[metric][0] + (", images the attack flipped" if subset == "flipped" else "")
+            frame = table(ev, protocol, metric, resamples, seed, subset)
+            stem = f"table_{number.lower()}_{protocol}_{metric}" + ("_flipped" if subset == "flipped" else "")
             title = f"Table {number} ({protocol} attacks), {label}"
-            write_csv(frame, out / f"{stem}.csv", _header(ev, title))
+            avg = "Avg: mean of the attack columns" if metric in AVG_OVER_ATTACKS or subset == "flipped" else \
+                "Avg: mean of the eight columns"
+            write_csv(frame, out / f"{stem}.csv", _header(ev, title) + [avg])
             caption = (f"Table {number}: {protocol} attacks on the test role, {label}; "
-                       f"config {ev.provenance.get('config')}.")
+                       f"config {ev.provenance.get('config')}; {avg}.")
             digits = 3 if metric == "ssim" else 1
             write_latex(frame, out / f"{stem}.tex", ev, caption, digits,
-                        reported if metric == "recovery_accuracy" else None)
+                        reported if (metric, subset) == ("recovery_accuracy", "all") else None)
             written += [out / f"{stem}.csv", out / f"{stem}.tex"]
         frame = detection_table(ev, protocol)
         stem = f"detection_auroc_{protocol}"

@@ -18,7 +18,7 @@ from typing import Any
 #: row groups of the tables, in order: the paper's method, no defence, input transforms, learned baselines
 KINDS = ("paper", "none", "transform", "learned")
 #: ``aae`` config keys that only matter when a model is trained through the frozen CAE
-CYCLE_KEYS = ("warmup_epochs", "init", "anchor_weight")
+CYCLE_KEYS = ("warmup_epochs", "warmup_target", "init", "anchor_weight")
 
 Recover = Callable[[Any], Any]  # a batch of images in [0, 1] -> recovered images in [0, 1]
 
@@ -29,17 +29,25 @@ class Training:
 
     ``loss`` names a loss of ``pipeline.losses.LOSSES``; the model learns to output ``target``
     (``input``: the adversarial image itself, ``clean``: its clean original, a supervised pair);
-    ``with_cae``: the loss runs through the frozen CAE, which the task reads.
+    ``with_cae``: the loss runs through the frozen CAE, which the task reads; ``from_cae``: the
+    model has the CAE's architecture and starts as a copy of it (the task reads the CAE too).
     """
 
     loss: str
     target: str = "input"
     with_cae: bool = False
+    from_cae: bool = False
 
-    def section(self, aae: Mapping[str, Any]) -> dict[str, Any]:
-        """The ``aae`` config values that determine this model (the key of its artifact)."""
+    @property
+    def reads_cae(self) -> bool:
+        return self.with_cae or self.from_cae
+
+    def section(self, aae: Mapping[str, Any], cae: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``aae`` config values that determine this model (the key of its artifact), with the
+        CAE's architecture for a model started from the CAE."""
         unused = {"variants", *(() if self.with_cae else CYCLE_KEYS)}
-        return {k: v for k, v in aae.items() if k not in unused}
+        section = {k: v for k, v in aae.items() if k not in unused}
+        return {**section, "arch": cae["arch"], "init": "cae"} if self.from_cae else section
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,8 @@ class MethodSpec:
     ``recover(models, params)`` returns the recovery function; ``models`` holds ``model`` (its own
     trained model, when ``training`` is set) and ``cae`` (the main CAE, when ``uses_cae``);
     ``params`` is an instance of ``params`` (None when the method has no parameters).
-    ``variants``: one more row per entry of ``aae.variants`` (AAE settings not in the paper).
+    ``variants``: one more row per entry of ``aae.variants`` (AAE settings not in the paper);
+    ``cae_variants``: one more row per entry of ``cae.variants`` (CAE settings).
     ``figure``: a column of Fig. 7 (recovered images).
     """
 
@@ -61,6 +70,7 @@ class MethodSpec:
     training: Training | None = None
     uses_cae: bool = False
     variants: bool = False
+    cae_variants: bool = False
     figure: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +81,11 @@ class MethodSpec:
     def learned(self) -> bool:
         """Reads a trained model (its own or the CAE): evaluated once per training seed."""
         return self.training is not None or self.uses_cae
+
+    def has_row(self, family: str, row: str | None) -> bool:
+        """Whether this method has a table row for the variant ``row`` of ``family`` (``aae`` or
+        ``cae``; None: the config as written)."""
+        return row is None or (self.variants if family == "aae" else self.cae_variants)
 
     @property
     def per_attack(self) -> bool:

@@ -1,5 +1,6 @@
 """Learned baselines: the CAE alone (a MagNet-style reformer), a plain AE trained on adversarial
-images only (the paper's Fig. 7 baseline) and a supervised denoising AE trained on pairs."""
+images only (the paper's Fig. 7 baseline) and a supervised denoising AE trained on pairs, from
+random weights and started as a copy of the CAE (the supervised bound of the CAE's decoder)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ def autoencode(model):
 
 
 CAE = MethodSpec("cae", "CAE alone (reformer)", "learned", lambda models, p: autoencode(models["cae"]),
-                 uses_cae=True)
+                 uses_cae=True, cae_variants=True)
 PLAIN_AE = MethodSpec("plain_ae", "Plain AE (Fig. 7 baseline)", "learned",
                       lambda models, p: autoencode(models["model"]), training=Training("vae"), figure=True)
 PAIRED_DAE = MethodSpec("paired_dae", "Paired denoising AE (supervised)", "learned",
                         lambda models, p: autoencode(models["model"]), training=Training("vae", target="clean"))
+PAIRED_DAE_CAE = MethodSpec("paired_dae_cae", "Paired denoising AE from the CAE (supervised)", "learned",
+                            lambda models, p: autoencode(models["model"]),
+                            training=Training("vae", target="clean", from_cae=True))

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +37,6 @@ from pipeline.execute import execute
 from pipeline.methods import METHODS
 from pipeline.runners.local import run_plan
 from pipeline.store import Artifact, Store
-
-if TYPE_CHECKING:
-    from pipeline.training import TrainSpec
 
 THROUGHPUT_TARGET = 0.95
 LATENCY_TARGET_S = 2.0
@@ -173,24 +170,13 @@ class TrainCase:
     data: Tensor  # uint8 clean images, or adversarial images in their storage dtype
     frozen: dict[str, nn.Module]
 
-    @property
-    def spec(self) -> TrainSpec:
-        from pipeline.training import TrainSpec
+    def setup(self, device: torch.device):
+        """The model, loss and optimiser settings the step trains (``jobs._training.setup``), past
+        the AAE's warm-up (the full eq. 5-6 objective)."""
+        from jobs._training import setup
 
-        return TrainSpec(**self.section["optim"])
-
-    def model(self) -> nn.Module:
-        from pipeline.models import build_model
-
-        torch.manual_seed(0)
-        return build_model(self.image_shape, self.section["arch"])
-
-    def loss_fn(self, model: nn.Module) -> Callable[[dict[str, Tensor], int], dict[str, Tensor]]:
-        """The step's loss, past the AAE's warm-up (the full eq. 5-6 objective)."""
-        from pipeline.losses import LossParams, bind_loss
-
-        params = LossParams(lambda_kl=self.section["lambda_kl"], warmup_epochs=0)
-        return bind_loss(self.loss, {"model": model, **self.frozen}, params)
+        section = {**self.section, "warmup_epochs": 0} if "warmup_epochs" in self.section else self.section
+        return setup(self.loss, section, 0, self.image_shape, self.frozen, device, len(self.data))
 
 
 def stamped(loss: Callable) -> tuple[Callable, list[float]]:
@@ -210,7 +196,7 @@ def train_epochs(n: int) -> int:
 
 def timed_images(case: TrainCase) -> int:
     """Images trained on after the first step, in one timed run."""
-    return train_epochs(len(case.data)) * len(case.data) - min(case.spec.batch_size, len(case.data))
+    return train_epochs(len(case.data)) * len(case.data) - min(case.section["optim"]["batch_size"], len(case.data))
 
 
 def train_ours(case: TrainCase, device: torch.device, workdir: Path, final_save_only: bool = False) -> float:
@@ -218,20 +204,21 @@ def train_ours(case: TrainCase, device: torch.device, workdir: Path, final_save_
     (or, with ``final_save_only``, only the one a run saves when it ends)."""
     from pipeline.training import train
 
-    model = case.model()
-    loss, calls = stamped(case.loss_fn(model))
+    run = case.setup(device)
+    loss, calls = stamped(run.loss)
     epochs = train_epochs(len(case.data))
-    spec = replace(case.spec, epochs=epochs, checkpoint_every=epochs if final_save_only else case.spec.checkpoint_every)
+    spec = replace(run.spec, epochs=epochs, checkpoint_every=epochs if final_save_only else run.spec.checkpoint_every)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        train({"model": model}, loss, {"x": case.data}, spec, Path(tmp) / "checkpoint.pt", device)
+        train({"model": run.model}, loss, {"x": case.data}, spec, Path(tmp) / artifacts.CHECKPOINT, device)
         return time.perf_counter() - calls[1]
 
 
 def train_bare(case: TrainCase, device: torch.device) -> float:
     """Seconds after the first step of a plain loop: float tensors in memory, shuffled batches, the
     same loss, SGD with momentum, weight decay and lr milestones, gradient clipping as configured."""
-    spec, model = case.spec, case.model().to(device).train()
-    loss, calls = stamped(case.loss_fn(model))
+    run = case.setup(device)
+    spec, model = run.spec, run.model.to(device).train()
+    loss, calls = stamped(run.loss)
     x = case.data.to(device).float()
     x = x / 255 if case.data.dtype == torch.uint8 else x
     params = [p for p in model.parameters() if p.requires_grad]
@@ -304,7 +291,7 @@ def train_rates(bench: Bench, kind: str) -> tuple[float, float, float]:
 
 def train_note(case: TrainCase, ours: float, bare: float, one_save: float) -> str:
     """What one timed run is, and what its periodic checkpoints cost."""
-    epochs, every = train_epochs(len(case.data)), case.spec.checkpoint_every
+    epochs, every = train_epochs(len(case.data)), case.section["optim"]["checkpoint_every"]
     share = 1 - ours / one_save
     dtype = str(case.data.dtype).removeprefix("torch.")
     return (f"{epochs} ep x {len(case.data)} img {dtype}, first step excluded; checkpoints every {every} ep "

@@ -15,6 +15,8 @@ import pandas as pd
 
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.errors import PipelineError
+from pipeline.tables import spread
+from pipeline.tools.verdict import render_verdicts
 
 #: column heads of the tables, besides the attacks' own titles
 HEADS = {"clean": "Clean", "avg": "Avg"}
@@ -32,23 +34,36 @@ def _title(column: str) -> str:
     return ATTACKS[column].title if column in ATTACKS else column
 
 
-def _markdown(frame: pd.DataFrame, digits: int) -> str:
-    """A table CSV (columns ``method``, ``title``, clean, the attacks, avg, their intervals) as Markdown."""
+#: a PSNR at the metric's cap: the image is unchanged
+PSNR_CAP = 100.0
+
+
+def _markdown(frame: pd.DataFrame, digits: int, counts: bool = False, cap: float | None = None) -> str:
+    """A table CSV (columns ``method``, ``title``, clean, the attacks, avg, their intervals) as Markdown;
+    rows with models that are not trained say how many; ``counts``: a last line with each column's
+    number of images; values at ``cap`` (a metric's maximum, e.g. the PSNR of an unchanged image) as ∞."""
     order = {"clean": 0, "avg": 2}
     columns = sorted((c for c in frame.columns if c in HEADS or c in ATTACKS), key=lambda c: order.get(c, 1))
     heads = ["Method", *map(_title, columns)]
     lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
-    for _, row in frame.iterrows():
-        cells = [_cell(row[c], row.get(f"{c}_seed_sd"), digits) for c in columns]
-        lines.append(f"| {row['title']} | " + " | ".join(cells) + " |")
+    spreads = {c: spread(frame, c) for c in columns}
+    for i, (_, row) in enumerate(frame.iterrows()):
+        cells = ["∞" if cap is not None and row[c] >= cap else _cell(row[c], spreads[c][i], digits) for c in columns]
+        flag = row.get("not_trained")
+        title = f"{row['title']} **({flag})**" if isinstance(flag, str) and flag else row["title"]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    if counts:  # the same images in every row: read them off the identity row where there is one
+        first = frame[frame["method"] == "identity"].iloc[0] if (frame["method"] == "identity").any() else frame.iloc[0]
+        lines.append("| *images (n)* | " + " | ".join(
+            str(int(first[f"{c}_n"])) if f"{c}_n" in frame else "" for c in columns) + " |")
     return "\n".join(lines)
 
 
-def _cell(value: float, spread: float | None, digits: int) -> str:
-    """A value, with ``± sd`` over training seeds where there is one."""
+def _cell(value: float, sd: float, digits: int) -> str:
+    """A value, with ``± sd`` (over training seeds or victims) where there is one; ``–`` where there is none."""
     if pd.isna(value):
         return "–"
-    return f"{value:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None and pd.notna(spread) else "")
+    return f"{value:.{digits}f}" + (f" ± {sd:.{digits}f}" if pd.notna(sd) else "")
 
 
 def render_results(results: Path) -> str:
@@ -62,33 +77,44 @@ def render_results(results: Path) -> str:
               f"training seeds {', '.join(map(str, seeds))} (learned rows: mean ± standard deviation over "
               f"seeds), run on {runtimes or 'an unrecorded device'}. Files: [`{results}/`]({results}/).")
     parts = [header]
-    for title, stem, digits in (
-            ("Table II, seen attacks — recovery accuracy (%)", "table_ii_seen_recovery_accuracy", 1),
-            ("Table III, unseen attacks — recovery accuracy (%)", "table_iii_unseen_recovery_accuracy", 1),
-            ("Table II, seen attacks — PSNR against the clean image (dB)", "table_ii_seen_psnr", 1),
-            ("Table II, seen attacks — pixel recovery rate at τ (%)", "table_ii_seen_pixel_rate", 1)):
-        parts += [f"**{title}**", _markdown(_read(results / f"{stem}.csv"), digits)]
+    for title, stem, options in (
+            ("Table II, seen attacks — recovery accuracy on the images the attack flipped (%; Avg over the "
+             "attacks)", "table_ii_seen_recovery_accuracy_flipped", {"counts": True}),
+            ("Table II, seen attacks — recovery accuracy (%)", "table_ii_seen_recovery_accuracy", {}),
+            ("Table III, unseen attacks — recovery accuracy (%)", "table_iii_unseen_recovery_accuracy", {}),
+            ("Table II, seen attacks — PSNR against the clean image (dB; ∞: unchanged; Avg over the attacks)",
+             "table_ii_seen_psnr", {"cap": PSNR_CAP}),
+            ("Table II, seen attacks — pixel recovery rate at τ (%)", "table_ii_seen_pixel_rate", {})):
+        parts += [f"**{title}**", _markdown(_read(results / f"{stem}.csv"), 1, **options)]
     detection = _read(results / "detection_auroc_seen.csv").assign(clean=float("nan"))
     parts += ["**Detection AUROC by reconstruction error, seen attacks (Fig. 6)**", _markdown(detection, 3)]
     parts += [f"![Fig. 7]({results}/fig7_recovery.png)", f"![Fig. 6]({results}/fig6_detection.png)"]
     ablations = results / "ablations"
-    if ablations.is_dir():
-        parts += [f"![Fig. 4]({ablations}/fig4_lambdas.png) ![Fig. 5]({ablations}/fig5_depths.png)"]
+    for fig4 in sorted(ablations.glob("fig4_lambdas_*.png")):
+        attack = fig4.stem.removeprefix("fig4_lambdas_")
+        parts += [f"![Fig. 4, {attack}]({fig4}) ![Fig. 5, {attack}]({ablations}/fig5_depths_{attack}.png)"]
     return "\n\n".join(parts)
 
 
 def render_sanity(results: Path) -> str:
-    """Is each trained model trained? Its held-out PSNR in its own domain beside a constant image's,
-    from ``training_sanity.csv``: per model, the mean over training data and seeds, and the range."""
+    """Is each trained model trained? Its held-out PSNR in its own domain beside the per-pixel mean
+    image's (the floor) and the class-mean image's, from ``training_sanity.csv``: per model, the
+    mean over training data and seeds and the range, how many are "not trained" (within 1 dB of the
+    floor), and its recovery accuracy on the clean test images (does it keep the class?)."""
     sanity = _read(results / "training_sanity.csv")
-    lines = ["| model | trained on | models | steps | held-out images | held-out PSNR (dB) | constant image (dB) "
-             "| D_CAE(E_AAE(x)) vs x (dB) | steps clipped |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | trained on | models | steps | held-out images | held-out PSNR (dB) | mean image (dB) "
+             "| class-mean image (dB) | not trained | D_CAE(E_AAE(x)) vs x (dB) | clean test images kept (%) "
+             "| steps clipped |", "|---" * 12 + "|"]
     for title, group in sanity.groupby("title", sort=False):
         data = "clean images" if set(group["data"]) == {"clean"} else f"{group['data'].nunique()} attacks"
-        recovered = group["recovered_psnr"].dropna()
-        lines.append(f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | {_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | "
-                     f"{_mean_span(group['heldout_psnr'])} | {_mean_span(group['constant_psnr'])} | "
-                     f"{_mean_span(recovered) if len(recovered) else '–'} | {_share(group['clipped_steps'])} |")
+        cells = [_mean_span(group[k].dropna()) if group[k].notna().any() else "–"
+                 for k in ("heldout_psnr", "mean_image_psnr", "class_mean_psnr")]
+        recovered, kept = group["recovered_psnr"].dropna(), 100 * group["clean_recovery_accuracy"].dropna()
+        lines.append(f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | "
+                     f"{_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | {' | '.join(cells)} | "
+                     f"{int(group['not_trained'].sum())} of {len(group)} | "
+                     f"{_mean_span(recovered) if len(recovered) else '–'} | {_mean_span(kept) if len(kept) else '–'} | "
+                     f"{_share(group['clipped_steps'])} |")
     return "\n".join(lines) + f"\n\n![training curves, first seed]({results}/fig_training.png)"
 
 
@@ -121,6 +147,28 @@ def render_attacks(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_convergence(results: Path) -> str:
+    """The convergence study of one config, from ``convergence/summary.csv``: per run and attack, the
+    steps reached, how many seeds plateaued, and the last measurement (mean ± sd over seeds)."""
+    summary = _read(results / "convergence" / "summary.csv")
+    lines = ["| run | attack | steps | plateaued | objective, held out | cycle PSNR (dB) | D(E(x)) vs clean (dB) "
+             "| recovery accuracy (%) | on flipped images (%) | doing nothing / CAE alone (%) |", "|---" * 10 + "|"]
+    for r in summary.itertuples():
+        objective = r.heldout_paper if pd.notna(r.heldout_paper) else r.heldout_total
+        objective_sd = r.heldout_paper_sd if pd.notna(r.heldout_paper) else r.heldout_total_sd
+        reference = f"{100 * r.reference_identity:.1f}" + (
+            f" / {100 * r.reference_cae:.1f}" if pd.notna(getattr(r, "reference_cae", float("nan"))) else "")
+        lines.append(
+            f"| {r.run} | {_title(r.attack)} | {_span(pd.Series([r.steps_min, r.steps_max]), 0)} | "
+            f"{int(r.plateaued)} of {int(r.seeds)} | {_cell(objective, objective_sd, 2)} | "
+            f"{_cell(r.psnr_objective, r.psnr_objective_sd, 1)} | "
+            f"{_cell(r.psnr_recovered_clean, r.psnr_recovered_clean_sd, 1)} | "
+            f"{_cell(100 * r.recovery_accuracy, 100 * r.recovery_accuracy_sd, 1)} | "
+            f"{_cell(100 * r.recovery_accuracy_flipped, 100 * r.recovery_accuracy_flipped_sd, 1)} | {reference} |")
+    figures = sorted((results / "convergence").glob("fig_convergence_*.png"))
+    return "\n".join(lines) + "".join(f"\n\n![convergence, {f.stem.split('_')[-1]}]({f})" for f in figures)
+
+
 def render_file(path: Path) -> str:
     if not path.is_file():
         raise PipelineError(f"{path} does not exist yet")
@@ -132,6 +180,8 @@ _PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": r
 RENDERERS: dict[str, Callable[[], str]] = {
     **{f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
        for tier in TIERS for kind, render in _PER_TIER.items()},
+    "matched-convergence": lambda: render_convergence(Path("results") / "matched"),
+    "verdict": lambda: render_verdicts({tier: Path("results") / tier for tier in reversed(TIERS)}),
     "bench": lambda: render_file(Path("results/bench.md")),
     "faults": lambda: render_file(Path("results/reliability.md")),
 }

@@ -48,9 +48,10 @@ def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
         rows = {row["method"]: row for row in _rows(smoke["results"] / name)}
         assert "identity" in rows and "ours" in rows
         assert rows["blur"]["title"] == "Gaussian blur"  # README "Extending": one file adds a row
+        averaged = columns[1:] if name == "table_ii_seen_psnr.csv" else columns  # PSNR: Avg over the attacks
         for row in rows.values():
-            values = [float(row[c]) for c in columns]
-            assert float(row["avg"]) == pytest.approx(sum(values) / 8, abs=1e-3)
+            values = [float(row[c]) for c in averaged]
+            assert float(row["avg"]) == pytest.approx(sum(values) / len(averaged), abs=1e-3)
             for c in columns:
                 assert float(row[f"{c}_ci_low"]) <= float(row[c]) + 1e-6 <= float(row[f"{c}_ci_high"]) + 2e-6
     identity = {row["method"]: row for row in _rows(smoke["results"] / "table_ii_seen_psnr.csv")}["identity"]
@@ -108,8 +109,47 @@ def test_variants_and_seeds_are_rows_with_their_spread_and_a_sanity_table(smoke)
     sanity = _rows(smoke["results"] / "training_sanity.csv")
     models = {(r["model"], r["data"], r["seed"]) for r in sanity}
     assert ("cae", "clean", "1") in models and ("ours+cae_init", "fgsm", "0") in models
-    assert all(float(r["constant_psnr"]) > 0 and float(r["heldout_psnr"]) > 0 for r in sanity)
+    assert ("cae+wide", "clean", "0") in models and ("paired_dae_cae", "cw", "1") in models
+    assert all(float(r["mean_image_psnr"]) > 0 and float(r["heldout_psnr"]) > 0 for r in sanity)
+    assert all(r["class_mean_psnr"] for r in sanity if r["data"] != "clean")  # Fashion-MNIST has labels
     assert all(r["recovered_psnr"] for r in sanity if r["model"].startswith("ours"))
+    assert all(0 <= float(r["clean_recovery_accuracy"]) <= 1 for r in sanity if r["model"] in ("cae", "cae+wide"))
+    # a row says how many of the models it reads (its own, and the CAE for ours) are not trained
+    for method, row in rows.items():
+        reads = [method, "cae"] if method.startswith("ours") else [method]
+        bad = sum(r["not_trained"] == "True" for r in sanity if r["model"] in reads)
+        total = sum(r["model"] in reads for r in sanity)
+        assert row["not_trained"] == (f"{bad}/{total} not trained" if bad else "")
+
+
+def test_flipped_only_tables_count_the_images_the_attack_flipped(smoke):
+    flipped = {r["method"]: r for r in _rows(smoke["results"] / "table_ii_seen_recovery_accuracy_flipped.csv")}
+    attacks = {r["attack"]: r for r in _rows(smoke["results"] / "attacks.csv") if r["role"] == "test"}
+    for attack, summary in attacks.items():
+        assert int(flipped["identity"][f"{attack}_n"]) == round(float(summary["success"]) * int(summary["n"]))
+        if int(flipped["identity"][f"{attack}_n"]):
+            assert float(flipped["identity"][attack]) == 0  # doing nothing recovers none of them
+    assert all(r["clean"] == "" for r in flipped.values())
+
+
+def test_the_convergence_study_measures_every_run_and_seed(smoke, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(smoke["root"], root)
+    _pipeline(tmp_path, root, "run", "convergence", "--config", "smoke")
+    out = tmp_path / "results" / "smoke" / "convergence"
+    curves = _rows(out / "curves.csv")
+    runs = {"as_written", "warmup_self", "cae_init", "paired_dae_cae"}
+    assert {(r["run"], r["seed"]) for r in curves} == {(run, seed) for run in runs for seed in ("0", "1")}
+    for run in runs:  # measured at 10, 20, 40 steps (smoke: 8 CW images, 6 trained, batch 16: a step an epoch)
+        steps = sorted({int(float(r["step"])) for r in curves if r["run"] == run})
+        assert steps[:3] == [10, 20, 40] and set(steps) <= {10, 20, 40, 80}
+    summary = {r["run"]: r for r in _rows(out / "summary.csv")}
+    assert set(summary) == runs and all(r["seeds"] == "2" for r in summary.values())
+    assert all(0 <= float(r["recovery_accuracy"]) <= 1 for r in summary.values())
+    assert float(summary["as_written"]["heldout_paper"]) > 0 and summary["paired_dae_cae"]["heldout_paper"] == ""
+    assert (out / "fig_convergence_cw.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_step_run_again_gives_the_same_bytes_on_the_same_device_and_threads(smoke, tmp_path):
@@ -170,11 +210,15 @@ def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
     _pipeline(tmp_path, root, "run", "ablations", "--config", "smoke")
     out = tmp_path / "results" / "smoke" / "ablations"
     # smoke: lambdas [1e-3, 1e-1], depths CAE [2, 3] x AAE [3, 4], for the paper's AAE and the anchor variant
-    lambdas = _rows(out / "fig4_lambdas.csv")
+    lambdas = _rows(out / "fig4_lambdas_fgsm.csv")
     assert [float(r["lambda"]) for r in lambdas] == [1e-3, 1e-1]
-    assert set(lambdas[0]) == {"lambda", "λ1", "λ2", "λ1 (anchor)", "λ2 (anchor)"}
-    depths = _rows(out / "fig5_depths.csv") + _rows(out / "fig5_depths_anchor.csv")
-    assert [r["N_CAE"] for r in depths] == ["2", "3"] * 2 and set(depths[0]) == {"N_CAE", "3", "4"}
-    assert all(0 <= float(v) <= 100 for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE"))
-    for figure in ("fig4_lambdas.png", "fig5_depths.png"):
+    curves = {"λ1", "λ2", "λ1 (anchor)", "λ2 (anchor)"}
+    assert set(lambdas[0]) == {"lambda", *curves, *(f"{c} sd" for c in curves)}
+    depths = _rows(out / "fig5_depths_fgsm.csv") + _rows(out / "fig5_depths_fgsm_anchor.csv")
+    assert [r["N_CAE"] for r in depths] == ["2", "3"] * 2 and set(depths[0]) == {"N_CAE", "3", "4", "3 sd", "4 sd"}
+    means = [float(v) for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE")
+             and not k.endswith("sd")]
+    assert all(0 <= v <= 100 for v in means)
+    assert all(float(r["3 sd"]) >= 0 for r in depths)  # two seeds per point: a spread
+    for figure in ("fig4_lambdas_fgsm.png", "fig5_depths_fgsm.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"

@@ -86,3 +86,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(str(bad))
     with pytest.raises(PipelineError, match="no built-in config 'dmeo'"):
         load_config("dmeo")
+
+
+def test_a_budget_in_steps_stretches_epochs_milestones_and_warm_up_alike():
+    from pipeline.config import schedule
+
+    optim = {"epochs": 30, "steps": 3600, "batch_size": 32, "milestones": [10, 20]}
+    assert schedule(optim, 6, 950) == ({"epochs": 120, "batch_size": 32, "milestones": [40, 80]}, 24)
+    assert schedule(optim, 6, 95)[0]["epochs"] == 1200 and schedule(optim, 6, 95)[1] == 240  # 3 steps an epoch
+    assert schedule({**optim, "steps": None}, 6, 950) == ({"epochs": 30, "batch_size": 32, "milestones": [10, 20]}, 6)

@@ -68,7 +68,23 @@ def test_aae_loss_terms_by_hand():
     for name, value in {"recon_x": recon_x, "recon_z": recon_z, "kl": kl}.items():
         assert torch.allclose(t[name], value), name
     assert torch.allclose(t["total"], 0.1 * kl + recon_x + recon_z)
+    assert torch.equal(t["paper"], t["total"])
     assert torch.equal(aae_loss(aae, cae, x, 0.1, warmup=True)["total"], t["recon_x"])
+
+
+def test_warmup_read_as_the_aaes_own_reconstruction():
+    aae, cae = _pair()
+    aae.eval(), freeze(cae)
+    x = torch.rand(3, *SHAPE)
+    own = ((x - aae.decode(aae.encode(x)[0])) ** 2).sum((1, 2, 3)).mean()
+    warm = aae_loss(aae, cae, x, 0.1, warmup=True, warmup_target="self")
+    assert torch.allclose(warm["recon_self"], own) and torch.equal(warm["total"], warm["recon_self"])
+    after = aae_loss(aae, cae, x, 0.1, warmup=False, warmup_target="self")
+    assert "recon_self" not in after and torch.equal(after["total"], after["paper"])
+    # only the AAE's own encoder and decoder get gradients from it: the CAE is not on its path
+    aae.train()
+    aae_loss(aae, cae, x, 0.1, warmup=True, warmup_target="self")["total"].backward()
+    assert all(p.grad is not None for p in aae.parameters() if p.requires_grad)
 
 
 def test_aae_training_mode_samples_z():
@@ -107,7 +123,7 @@ def test_frozen_cae_unchanged_while_gradients_flow_through_it():
 def test_aae_warmup_switches_at_exactly_warmup_epochs(epoch, warm):
     aae, cae = _pair()
     aae.eval(), freeze(cae)
-    loss = bind_loss("aae", {"model": aae, "cae": cae}, LossParams(lambda_kl=0.1, warmup_epochs=3))
+    loss = bind_loss("aae", {"model": aae, "cae": cae}, LossParams(lambda_kl=0.1, reduction="sum", warmup_epochs=3))
     t = loss({"x": torch.rand(2, *SHAPE)}, epoch)
     full = 0.1 * t["kl"] + t["recon_x"] + t["recon_z"]
     assert torch.equal(t["total"], t["recon_x"]) == warm
@@ -120,11 +136,11 @@ def test_registry_uniform_signature():
     x, target = torch.rand(2, *SHAPE), torch.rand(2, *SHAPE)
     batch = {"x": x, "target": target}
     for name, loss in LOSSES.items():
-        assert "total" in loss(models, LossParams(), batch, 0), name
+        assert "total" in loss(models, LossParams(1e-3, "sum"), batch, 0), name
     # with a target the VAE loss reconstructs it (paired), without one the input (CAE, plain AE)
-    assert torch.equal(LOSSES["vae"](models, LossParams(), batch, 0)["total"],
+    assert torch.equal(LOSSES["vae"](models, LossParams(1e-3, "sum"), batch, 0)["total"],
                        vae_loss(aae, x, target, 1e-3)["total"])
-    assert torch.equal(LOSSES["vae"](models, LossParams(), {"x": x}, 0)["total"],
+    assert torch.equal(LOSSES["vae"](models, LossParams(1e-3, "sum"), {"x": x}, 0)["total"],
                        vae_loss(aae, x, x, 1e-3)["total"])
     with pytest.raises(ValueError, match="nope"):
-        bind_loss("nope", models, LossParams())
+        bind_loss("nope", models, LossParams(1e-3, "sum"))

@@ -16,11 +16,14 @@ TITLES = {"fgsm": "FGSM", "pgd": "PGD", "ssah": "SSAH", "deepfool": "DeepFool", 
           "jsma": "JSMA"}
 
 
-def _frame(accuracy: list[float], score: float) -> pd.DataFrame:
-    """Per-image metrics as evaluate writes them (the other metrics constant)."""
+def _frame(accuracy: list[float], score: float, flipped: list[bool] | None = None) -> pd.DataFrame:
+    """Per-image metrics as evaluate writes them (the other metrics constant); ``flipped``: the
+    images whose prediction the attack changed (default: none)."""
     n = len(accuracy)
     constant = {m: np.full(n, 0.5) for m in ("label_accuracy", "pixel_rate", "psnr", "ssim")}
-    return pd.DataFrame({"recovery_accuracy": accuracy, **constant, "detection_score": np.full(n, score)})
+    flips = np.array(flipped if flipped is not None else [False] * n)
+    return pd.DataFrame({"clean_pred": np.zeros(n, int), "input_pred": flips.astype(int),
+                         "recovery_accuracy": accuracy, **constant, "detection_score": np.full(n, score)})
 
 
 def _evaluations(attacks: list[str]) -> Evaluations:
@@ -29,14 +32,16 @@ def _evaluations(attacks: list[str]) -> Evaluations:
     rows = [Row("identity", "Identity (no defence)", False), Row("net", "Net_1 & 50% {x}", True, (0, 1))]
     frames = {("identity", None, CLEAN, None): _frame([1, 1, 1, 1], 0.0)}
     for k, attack in enumerate(attacks):
-        frames[("identity", None, attack, None)] = _frame([1] * k + [0] * (4 - k), 0.0)
+        identity = [1] * k + [0] * (4 - k)
+        flipped = [a == 0 for a in identity]  # what doing nothing does not recover
+        frames[("identity", None, attack, None)] = _frame(identity, 0.0, flipped)
         for seed, seen in ((0, [1, 1, 1, 1]), (1, [1, 1, 0, 0])):
             frames[("net", attack, CLEAN, seed)] = _frame([1, 1, 0, 0], 1.0)
-            frames[("net", attack, attack, seed)] = _frame(seen, 2.0)
+            frames[("net", attack, attack, seed)] = _frame(seen, 2.0, flipped[:4])
     unseen = {a: attacks[(i + 1) % len(attacks)] for i, a in enumerate(attacks)}
     for test, train in unseen.items():
         for seed in (0, 1):
-            frames[("net", train, test, seed)] = _frame([0, 0, 0, 1], 2.0)
+            frames[("net", train, test, seed)] = _frame([0, 0, 0, 1], 2.0, [False] * 4)
     return Evaluations(frames, rows, {a: TITLES[a] for a in attacks}, unseen, {"config": "unit"})
 
 
@@ -51,11 +56,18 @@ def test_cells_avg_and_the_identity_row():
     assert seen.loc["net", "avg_seed_sd"] == pytest.approx(np.std([87.5, 50], ddof=1))
     assert np.isnan(seen.loc["identity", "fgsm_seed_sd"]) and seen.loc["identity", "seeds"] == 1
     assert seen.loc["net", "fgsm_ci_low"] <= 75 <= seen.loc["net", "fgsm_ci_high"]  # over seed-averaged images
-    assert seen.loc["net", "clean_n"] == 12 and seen.loc["net", "title"] == "Net_1 & 50% {x}"
+    assert seen.loc["net", "clean_n"] == 4 and seen.loc["net", "title"] == "Net_1 & 50% {x}"  # each image once
     unseen = table(ev, "unseen", "recovery_accuracy", resamples=50, seed=0).set_index("method")
     assert list(unseen.loc["net", ["fgsm", "pgd", "cw"]]) == [25, 25, 25]  # the partner's model
     assert unseen.loc["identity", "pgd"] == seen.loc["identity", "pgd"]  # nothing trained, nothing differs
     assert seen.loc["identity", "pgd_ci_low"] <= 25 <= seen.loc["identity", "pgd_ci_high"]
+    flipped = table(ev, "seen", "recovery_accuracy", resamples=50, seed=0, subset="flipped").set_index("method")
+    assert list(flipped.loc["identity", ["fgsm_n", "pgd_n", "cw_n"]]) == [4, 3, 2]
+    assert list(flipped.loc["identity", ["fgsm", "pgd", "cw"]]) == [0, 0, 0]  # doing nothing recovers no flip
+    assert flipped["clean"].isna().all() and (flipped["clean_n"] == 0).all()
+    # seed 0 recovers every image, seed 1 the first two: of pgd's flipped images (the last three) one
+    assert flipped.loc["net", "pgd"] == pytest.approx((100 + 100 / 3) / 2)
+    assert flipped.loc["net", "avg"] == pytest.approx(np.mean([(100 + 50) / 2, (100 + 100 / 3) / 2, (100 + 0) / 2]))
     detection = detection_table(ev, "seen").set_index("method")
     assert detection.loc["net", "fgsm"] == 1.0 and detection.loc["identity", "fgsm"] == 0.5
 
@@ -94,9 +106,25 @@ def test_reported_cells_leave_unknown_columns_empty():
 
 def test_csv_files_carry_provenance_and_titles(tmp_path):
     written = write_tables(_evaluations(["fgsm", "pgd"]), tmp_path, resamples=10, seed=0)
-    assert len(written) == 2 * (5 + 1) * 2  # II and III: five metrics and detection, CSV and LaTeX
+    assert len(written) == 2 * (5 + 2) * 2  # II and III: five metrics, flipped only, detection; CSV and LaTeX
     csv = (tmp_path / "table_iii_unseen_recovery_accuracy.csv").read_text().splitlines()
     assert csv[0].startswith("# Table III") and csv[1] == "# config: unit" and "fgsm<-pgd" in csv[4]
     tex = (tmp_path / "table_ii_seen_recovery_accuracy.tex").read_text()
     assert "Net\\_1 \\& 50\\% \\{x\\} & 50.0{\\scriptsize$\\pm$0.0} & \\textbf{75.0}{\\scriptsize$\\pm$35.4} & " in tex
     assert "Identity (no defence) & \\textbf{100.0} & 0.0 & " in tex  # nothing trained: no spread
+
+
+def test_rows_that_read_no_model_carry_the_spread_over_victims():
+    ev = _evaluations(["fgsm", "pgd"])
+    # two more victims for the identity row: on fgsm they keep 2 and 4 of the 4 images (main: 0)
+    for seed, kept in ((1, 2), (2, 4)):
+        ev.victim_frames[("identity", CLEAN, seed)] = _frame([1, 1, 1, 1], 0.0)
+        ev.victim_frames[("identity", "fgsm", seed)] = _frame([1] * kept + [0] * (4 - kept), 0.0)
+        ev.victim_frames[("identity", "pgd", seed)] = _frame([1, 0, 0, 0], 0.0)
+    seen = table(ev, "seen", "recovery_accuracy", resamples=10, seed=0).set_index("method")
+    assert seen.loc["identity", "fgsm"] == 0  # the table's own victim
+    assert seen.loc["identity", "fgsm_victim_sd"] == pytest.approx(np.std([0, 50, 100], ddof=1))
+    assert seen.loc["identity", "pgd_victim_sd"] == 0 and seen.loc["identity", "clean_victim_sd"] == 0
+    assert seen.loc["identity", "avg_victim_sd"] == pytest.approx(np.std(
+        [(100 + 0 + 25) / 3, (100 + 50 + 25) / 3, (100 + 100 + 25) / 3], ddof=1))
+    assert "fgsm_victim_sd" not in seen or np.isnan(seen.loc["net", "fgsm_victim_sd"])  # learned rows: seeds only

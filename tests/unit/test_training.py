@@ -39,7 +39,7 @@ def smooth_images(n: int, seed: int = 0) -> torch.Tensor:
 def cae_setup(seed: int = 0):
     torch.manual_seed(seed)
     cae = ConvVAE(SHAPE, [16, 8], kernel=3)
-    return {"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(lambda_kl=1e-3))
+    return {"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(lambda_kl=1e-3, reduction="sum"))
 
 
 def aae_setup(seed: int = 0):
@@ -48,7 +48,7 @@ def aae_setup(seed: int = 0):
     cae = freeze(ConvVAE(SHAPE, [16, 8], kernel=3))
     torch.manual_seed(seed)
     aae = ConvVAE(SHAPE, [16, 12, 8], kernel=3)
-    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, LossParams(1e-3, warmup_epochs=1))
+    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, LossParams(1e-3, "sum", warmup_epochs=1))
 
 
 def spec(epochs: int, **kw) -> TrainSpec:
@@ -70,7 +70,7 @@ def test_training_learns_more_than_the_mean_image_and_steps_lr(tmp_path):
     mean_image_sse = sse(xf.mean(0, keepdim=True).expand_as(xf), xf).item()
     torch.manual_seed(0)
     cae = ConvVAE(SHAPE, [64, 16], kernel=3)
-    history = train({"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(1e-3)), {"x": x},
+    history = train({"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(1e-3, "sum")), {"x": x},
                     spec(12, batch_size=8, lr=0.01, milestones=[8]), tmp_path / "ck.pt", CPU)
     assert [r["epoch"] for r in history] == list(range(12))
     assert set(history[0]) == {"epoch", "lr", "steps", "recon", "kl", "total"}
@@ -176,7 +176,7 @@ def test_checkpoint_from_other_settings_or_models_is_refused(tmp_path):
         train(models, loss, data, spec(2, lr=0.01), ck, CPU)
     other = {"cae": ConvVAE(SHAPE, [16, 4], kernel=3)}
     with pytest.raises(CheckpointError, match="does not fit"):
-        train(other, bind_loss("vae", {"model": other["cae"]}, LossParams()), data, spec(2), ck, CPU)
+        train(other, bind_loss("vae", {"model": other["cae"]}, LossParams(1e-3, "sum")), data, spec(2), ck, CPU)
 
 
 def test_history_csv_and_deterministic_plot(tmp_path):

@@ -1,0 +1,112 @@
+"""``train-convergence``: the convergence study (``convergence`` section; target ``pipeline run
+convergence``). One long run per (study run, attack, seed) on the ``aae_train`` role's attacked
+images, measured on a held-out validation split at log-spaced steps (``pipeline.convergence``):
+the objective and its terms, PSNRs, and the victim's recovery accuracy. A run that has not reached
+its plateau at ``steps`` goes on doubling, up to ``max_steps``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from jobs._training import setup, split
+from jobs.artifacts import CHECKPOINT, HISTORY, adversarial_refs, image_shape, init_seed, load_victim, seeded, \
+    save_model, victim_task_parts
+from jobs.train_aae import training_data
+from pipeline.config import merge
+from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.methods import METHODS
+
+
+def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
+    conv = cfg["convergence"]
+    shards = adversarial_refs(upstream["attack"])
+    victim_config, victim_inputs = victim_task_parts("aae_train", cfg["victim"].aae_train)
+    from pipeline.convergence import eval_steps
+
+    steps = eval_steps(conv.first_eval, conv.steps)
+    while steps[-1] * 2 <= conv.max_steps:
+        steps.append(steps[-1] * 2)
+    out = []
+    for name, study_run in conv.runs.items():
+        training = METHODS[study_run.method].training
+        section = merge(merge(asdict(cfg["aae"]), {"optim": {"milestones": []}}), study_run.aae)
+        section = training.section(section, asdict(cfg["cae"]))
+        for attack in (a for a in conv.attacks if a in cfg["attack"].names):
+            for seed in conv.seeds or cfg["seeds"]:
+                inputs = {**shards[("aae_train", attack, None)], **victim_inputs,
+                          "clean": Ref("sample", cfg["sample"].roles.aae_train.dataset)}
+                if training.reads_cae:
+                    inputs["cae"] = Ref("train-cae", seeded("main", seed))
+                config = {"run": name, "method": study_run.method, "loss": training.loss, "target": training.target,
+                          "attack": attack, "seed": seed, "aae": section, "steps": conv.steps, "eval_steps": steps,
+                          "plateau": conv.plateau, "warmup": conv.warmup, "holdout": conv.holdout,
+                          "image_shape": image_shape(cfg["sample"]), **victim_config}
+                out.append(Task("train-convergence", seeded(f"{name}/{attack}", seed), config, inputs,
+                                group="convergence"))
+    return out
+
+
+def run(ctx, task: Task) -> None:
+    import torch
+
+    from pipeline.convergence import HeldOut, plateaued
+    from pipeline.device import select_device
+    from pipeline.models import reconstruct
+    from pipeline.training import train, write_history_csv
+
+    c = task.config
+    device = select_device(ctx.config.runtime)
+    data, frozen = training_data(ctx)
+    images = {"x": data["x"], "clean": data["clean"]}
+    train_part, held = split(images, c["holdout"])
+    target = "clean" if c["target"] == "clean" else "x"
+    per_epoch = -(-len(train_part["x"]) // c["aae"]["optim"]["batch_size"])
+    section = {**c["aae"], "optim": {**c["aae"]["optim"], "steps": None}}
+    if "warmup_epochs" in section:
+        section["warmup_epochs"] = round(c["warmup"] * c["steps"] / per_epoch)
+    start = init_seed(c["run"], c["attack"], c["seed"])
+    model = setup(c["loss"], section, start, tuple(c["image_shape"]), frozen, device, len(train_part["x"]))
+    spec = METHODS[c["method"]]
+    victim = load_victim(ctx.inputs, c["victim"], device)
+    clean = held["clean"].float() / 255
+    measure = HeldOut(c["loss"], held["x"].float(), clean, victim, device, clean if target == "clean" else None)
+    references = {"identity": measure.references(lambda x: x)["recovery_accuracy"]}
+    if "cae" in frozen:
+        references["cae"] = measure.references(lambda x: reconstruct(frozen["cae"], x))["recovery_accuracy"]
+    recover = spec.recover(model.models, None)
+    at_epoch = {max(1, round(step / per_epoch)): step for step in c["eval_steps"]}
+
+    def after_epoch(row: dict[str, Any]) -> dict[str, Any] | None:
+        done = row["epoch"] + 1
+        return {"step": done * per_epoch, **measure(model.models, model.loss, recover)} if done in at_epoch else None
+
+    trainable = {"x": train_part["x"], **({"target": train_part["clean"]} if target == "clean" else {})}
+    budget = max(1, round(c["steps"] / per_epoch))
+    for epochs in sorted(e for e in at_epoch if e >= budget):
+        history = train({"model": model.model}, model.loss, trainable, replace(model.spec, epochs=epochs),
+                        ctx.work / CHECKPOINT, device, progress=ctx.progress, after_epoch=after_epoch)
+        objective = {r["step"]: r["heldout_total"] for r in history if "step" in r}
+        if plateaued(objective, c["plateau"]):
+            break
+    save_model(ctx.out, model.model, tuple(c["image_shape"]), section["arch"])
+    write_history_csv(history, ctx.out / HISTORY)
+    last = [r for r in history if "step" in r][-1]
+    ctx.summary.update({"steps": last["step"], "epochs": len(history), "steps_per_epoch": per_epoch,
+                        "plateaued": plateaued(objective, c["plateau"]), "final": last, "references": references,
+                        "images": len(train_part["x"]), "heldout": len(held["x"]), "init": model.init,
+                        "threads": torch.get_num_threads()})
+
+
+STEP = Step(
+    name="train-convergence",
+    version=1,
+    needs=("sample", "train-victim", "attack", "train-cae"),
+    reads=("convergence", "aae", "cae", "attack", "victim", "sample", "seeds"),
+    resources=Resources(cpus=8, gpus=1, mem="32G", time="48:00:00"),
+    tasks=tasks,
+    run=run,
+    checkpointable=True,
+    description="the convergence study: long runs measured on held-out attacked images at log-spaced steps",
+)
