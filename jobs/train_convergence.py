@@ -11,10 +11,20 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from jobs._training import setup, split
-from jobs.artifacts import CHECKPOINT, HISTORY, adversarial_refs, image_shape, init_seed, load_victim, seeded, \
-    save_model, victim_task_parts
+from jobs.artifacts import (
+    CHECKPOINT,
+    HISTORY,
+    adversarial_refs,
+    image_shape,
+    init_seed,
+    load_victim,
+    save_model,
+    seeded,
+    victim_task_parts,
+)
 from jobs.train_aae import training_data
 from pipeline.config import merge
+from pipeline.convergence import eval_steps
 from pipeline.dag import Ref, Resources, Step, Task
 from pipeline.methods import METHODS
 
@@ -23,15 +33,13 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     conv = cfg["convergence"]
     shards = adversarial_refs(upstream["attack"])
     victim_config, victim_inputs = victim_task_parts("aae_train", cfg["victim"].aae_train)
-    from pipeline.convergence import eval_steps
-
-    steps = eval_steps(conv.first_eval, conv.steps)
-    while steps[-1] * 2 <= conv.max_steps:
-        steps.append(steps[-1] * 2)
     out = []
     for name, study_run in conv.runs.items():
+        steps = eval_steps(conv.first_eval, conv.steps)
+        while steps[-1] * 2 <= (study_run.max_steps or conv.max_steps):
+            steps.append(steps[-1] * 2)
         training = METHODS[study_run.method].training
-        section = merge(merge(asdict(cfg["aae"]), {"optim": {"milestones": []}}), study_run.aae)
+        section = merge(merge(asdict(cfg["aae"]), {"optim": {"milestones": [], "steps": None}}), study_run.aae)
         section = training.section(section, asdict(cfg["cae"]))
         for attack in (a for a in conv.attacks if a in cfg["attack"].names):
             for seed in conv.seeds or cfg["seeds"]:
@@ -51,9 +59,10 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
 def run(ctx, task: Task) -> None:
     import torch
 
-    from pipeline.convergence import HeldOut, plateaued
+    from pipeline.convergence import plateaued
     from pipeline.device import select_device
     from pipeline.models import reconstruct
+    from pipeline.sanity import HeldOut
     from pipeline.training import train, write_history_csv
 
     c = task.config
@@ -63,7 +72,7 @@ def run(ctx, task: Task) -> None:
     train_part, held = split(images, c["holdout"])
     target = "clean" if c["target"] == "clean" else "x"
     per_epoch = -(-len(train_part["x"]) // c["aae"]["optim"]["batch_size"])
-    section = {**c["aae"], "optim": {**c["aae"]["optim"], "steps": None}}
+    section = dict(c["aae"])
     if "warmup_epochs" in section:
         section["warmup_epochs"] = round(c["warmup"] * c["steps"] / per_epoch)
     start = init_seed(c["run"], c["attack"], c["seed"])

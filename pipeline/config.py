@@ -245,6 +245,7 @@ class ConvergenceRun:
 
     method: str = bounded("ours", choices=tuple(m for m, spec in METHODS.items() if spec.training))
     aae: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = bounded(None, lo=1)  # None: the study's; a costly run may stop sooner
 
 
 @dataclass
@@ -417,9 +418,10 @@ def _check_consistency(config: Config) -> None:
             raise PipelineError(f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
                                 f"same latent size, got {latent[0]} and {latent[1]}")
     conv = config.convergence
-    if conv.runs and conv.max_steps < conv.steps:
-        raise PipelineError(f"config key 'convergence.max_steps': {conv.max_steps} is below convergence.steps "
-                            f"({conv.steps})")
+    for where, limit in {"convergence.max_steps": conv.max_steps,
+                         **{f"convergence.runs.{k}.max_steps": r.max_steps for k, r in conv.runs.items()}}.items():
+        if conv.runs and limit is not None and limit < conv.steps:
+            raise PipelineError(f"config key {where!r}: {limit} is below convergence.steps ({conv.steps})")
     for name in config.ablation.variants or []:
         if name not in config.aae.variants:
             raise PipelineError(f"config key 'ablation.variants': {name!r} is not in aae.variants"

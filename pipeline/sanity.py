@@ -6,7 +6,7 @@ whatever its tables say."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -15,9 +15,12 @@ from torch import Tensor, nn
 from pipeline.losses import OUTPUTS, target_of
 from pipeline.metrics import psnr
 from pipeline.training import to_float
+from pipeline.victims import predict
 
 #: a model whose held-out PSNR is less than this many dB above the mean-image floor is "not trained"
 NOT_TRAINED_DB = 1.0
+#: an epoch index past any warm-up: held-out objectives are always the full ones
+AFTER_WARMUP = 1 << 30
 
 
 def held_out_count(n: int, fraction: float) -> int:
@@ -74,3 +77,57 @@ def held_out_psnr(loss: str, models: Mapping[str, nn.Module], held_out: Mapping[
                 image = image if len(image) == 1 else image[start:start + batch_size]
                 scores.setdefault(name, []).append(psnr(image.expand_as(target), target))
     return {"n": n, **{name: float(np.concatenate(parts).mean()) for name, parts in scores.items()}}
+
+
+class HeldOut:
+    """Measures a model on held-out attacked images ``x`` whose clean originals are ``clean`` (and
+    its training target, if not ``x``, is ``target``): the loss's terms in eval mode (latent means,
+    no warm-up), the PSNR of each output the loss is checked on (``pipeline.losses.OUTPUTS``), the
+    PSNR of the recovered image against ``x`` and against the clean original, and the victim's
+    recovery accuracy (its prediction on the recovered image equals the one on the clean original)
+    over all images and over those the attack flipped: the convergence study's measurements."""
+
+    def __init__(self, loss_name: str, x: Tensor, clean: Tensor, victim: nn.Module, device: torch.device,
+                 target: Tensor | None = None, batch_size: int = 256) -> None:
+        self.loss_name, self.x, self.clean, self.target, self.device = loss_name, x, clean, target, device
+        self.victim, self.batch_size = victim, batch_size
+        self.clean_pred = predict(victim, clean, device)
+        self.flipped = predict(victim, x, device) != self.clean_pred
+
+    def references(self, recovered: Callable[[Tensor], Tensor]) -> dict[str, float]:
+        """Recovery accuracy of a fixed defence (e.g. the identity, the CAE alone) on these images."""
+        return self._accuracy(self._recover(recovered))
+
+    @torch.no_grad()
+    def __call__(self, models: Mapping[str, nn.Module], loss: Callable, recover: Callable[[Tensor], Tensor]
+                 ) -> dict[str, float]:
+        for model in models.values():
+            model.eval()
+        sums: dict[str, float] = {}
+        scores: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(self.x), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            batch = {"x": self.x[rows].to(self.device),
+                     **({"target": self.target[rows].to(self.device)} if self.target is not None else {})}
+            for name, value in loss(batch, AFTER_WARMUP).items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(batch["x"])
+            for name, (output, reference) in OUTPUTS[self.loss_name](models, batch).items():
+                scores.setdefault(f"psnr_{name}", []).append(psnr(output.clamp(0, 1).cpu(), reference.cpu()))
+        recovered = self._recover(recover)
+        return {**{f"heldout_{k}": v / len(self.x) for k, v in sums.items()},
+                **{k: float(np.concatenate(v).mean()) for k, v in scores.items()},
+                "psnr_recovered_input": float(psnr(recovered, self.x).mean()),
+                "psnr_recovered_clean": float(psnr(recovered, self.clean).mean()),
+                **self._accuracy(recovered)}
+
+    @torch.no_grad()
+    def _recover(self, recover: Callable[[Tensor], Tensor]) -> Tensor:
+        return torch.cat([recover(self.x[i:i + self.batch_size].to(self.device)).clamp(0, 1).cpu()
+                          for i in range(0, len(self.x), self.batch_size)])
+
+    def _accuracy(self, recovered: Tensor) -> dict[str, float]:
+        correct = (predict(self.victim, recovered, self.device) == self.clean_pred).float()
+        flipped = correct[self.flipped]
+        return {"recovery_accuracy": float(correct.mean()),
+                "recovery_accuracy_flipped": float(flipped.mean()) if len(flipped) else float("nan"),
+                "n": len(correct), "n_flipped": len(flipped)}

@@ -67,10 +67,18 @@ def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
 
 
 def test_rerun_is_a_fast_no_op(smoke):
-    started = time.time()
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    started = cpu()
     result = _pipeline(smoke["cwd"], smoke["root"], "run", "all", "--config", "smoke")
     assert "nothing to do" in result.stdout and "up to date, skipped: sample (3)" in result.stdout
-    assert time.time() - started < 10  # the benchmark holds the < 2 s target; this guards regressions
+    # CPU seconds, not wall time, so a busy machine does not fail it: the benchmark holds the < 2 s
+    # target; this guards regressions
+    assert cpu() - started < 10
 
 
 def test_tables_are_regenerated_byte_for_byte(smoke):
@@ -87,8 +95,9 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
             assert summary["epochs"] == 3 and summary["heldout"]["n"] >= 1
             curve = _rows(manifest.parent / "history.csv")
             assert len(curve) == 3 and (manifest.parent / "losses.png").stat().st_size > 1000
-    cae = next(m for m in (smoke["root"] / "train-cae").glob("*/MANIFEST.json")
-               if json.loads(m.read_text())["summary"]["seed"] == 0)  # the curves show the first seed
+    manifests = {m: json.loads(m.read_text()) for m in (smoke["root"] / "train-cae").glob("*/MANIFEST.json")}
+    cae = next(m for m, data in manifests.items()  # the curves show the first seed of the main CAE
+               if data["summary"]["seed"] == 0 and data["config"]["row"] == "cae")
     summary = json.loads(cae.read_text())["summary"]
     assert summary["final_total"] < summary["first_total"]
     exported = _rows(smoke["results"] / "training_losses.csv")
@@ -106,12 +115,16 @@ def test_variants_and_seeds_are_rows_with_their_spread_and_a_sanity_table(smoke)
         assert setting in row["title"] and row["title"].endswith("(not in the paper)") and row["seeds"] == "2"
         assert row["fgsm_seed_sd"] != ""  # two seeds: a spread
     assert rows["ours"]["title"] == "Ours (CAE + AAE, as written)" and rows["identity"]["fgsm_seed_sd"] == ""
+    # rows that read no trained model: the spread over the two victims (victim.noise_seeds: [1])
+    assert all(rows[m]["avg_victim_sd"] != "" for m in ("identity", "jpeg", "blur"))
+    assert rows["ours"].get("avg_victim_sd", "") == ""
     sanity = _rows(smoke["results"] / "training_sanity.csv")
     models = {(r["model"], r["data"], r["seed"]) for r in sanity}
     assert ("cae", "clean", "1") in models and ("ours+cae_init", "fgsm", "0") in models
     assert ("cae+wide", "clean", "0") in models and ("paired_dae_cae", "cw", "1") in models
     assert all(float(r["mean_image_psnr"]) > 0 and float(r["heldout_psnr"]) > 0 for r in sanity)
-    assert all(r["class_mean_psnr"] for r in sanity if r["data"] != "clean")  # Fashion-MNIST has labels
+    # Fashion-MNIST has labels: a class-mean reference wherever training saw the held-out images' classes
+    assert all(r["class_mean_psnr"] for r in sanity if r["data"] in ("fgsm", "pgd"))
     assert all(r["recovered_psnr"] for r in sanity if r["model"].startswith("ours"))
     assert all(0 <= float(r["clean_recovery_accuracy"]) <= 1 for r in sanity if r["model"] in ("cae", "cae+wide"))
     # a row says how many of the models it reads (its own, and the CAE for ours) are not trained
@@ -169,7 +182,7 @@ def test_a_step_run_again_gives_the_same_bytes_on_the_same_device_and_threads(sm
 
 def test_status_and_verify(smoke):
     status = _pipeline(smoke["cwd"], smoke["root"], "status", "--config", "smoke").stdout
-    assert "attack         18/18 done" in status and "success" in status and "img/s" in status
+    assert "attack         25/25 done" in status and "success" in status and "img/s" in status  # 7 of victim 2
     verify = _pipeline(smoke["cwd"], smoke["root"], "verify").stdout
     assert ", 0 bad" in verify
 

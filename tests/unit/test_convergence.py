@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.convergence import HeldOut, eval_steps, plateaued
+from pipeline.convergence import eval_steps, plateaued
 from pipeline.losses import LossParams, bind_loss, freeze
 from pipeline.models import ConvVAE, recover
+from pipeline.sanity import HeldOut
 from pipeline.victims import small_cnn
 
 pytestmark = pytest.mark.unit
