@@ -14,6 +14,7 @@ from jobs.variants import describe
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.config import ROLES
 from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.hardware import hardware_provenance
 from pipeline.methods import METHODS
 
 CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves and the sanity table
@@ -68,7 +69,8 @@ def load_evaluations(ctx, c: dict):
                  if name.startswith("sample:")}
     rows = [Row(r["id"], r["title"], r["per_attack"], tuple(r["seeds"])) for r in c["rows"]]
     provenance = {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests,
-                  "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)]}
+                  "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)],
+                  **hardware_provenance({name: a.manifest for name, a in ctx.inputs.items()})}
     return Evaluations(frames, rows, c["attacks"], c["unseen"], provenance)
 
 

@@ -44,3 +44,12 @@ def describe_hardware(hardware: Mapping[str, Any]) -> str:
     gpu = f" ({hardware['gpu']})" if hardware["gpu"] else ""
     return (f"{hardware['cpu']}, {hardware['capability']} kernels ({pinned}), MKL {hardware['mkl_branch']}, "
             f"on {hardware['device']}{gpu}")
+
+
+def hardware_provenance(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """For ``provenance.json``: each hardware the artifacts were made on, with how many, naming those not
+    made on the most common one; ``mixed_hardware`` says whether there was more than one."""
+    groups = by_hardware(manifests)
+    hardware = [{**found, "artifacts": len(names), **({"names": names} if i else {})}
+                for i, (found, names) in enumerate(groups)]
+    return {"hardware": hardware, "mixed_hardware": len(groups) > 1}

@@ -60,9 +60,12 @@ def level_of(setting: str) -> str | None:
     return None if setting == "unpinned" else setting
 
 
+VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
 def variables(level: str) -> dict[str, str]:
-    """The environment variables of ``level``."""
-    return {"ATEN_CPU_CAPABILITY": level, "ONEDNN_MAX_CPU_ISA": LEVELS[level].onednn, "MKL_CBWR": MKL_BRANCH}
+    """The environment variables (``VARIABLES``) of ``level``."""
+    return dict(zip(VARIABLES, (level, LEVELS[level].onednn, MKL_BRANCH)))
 
 
 def pin(setting: str) -> str | None:
