@@ -178,3 +178,7 @@ def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
     assert all(0 <= float(v) <= 100 for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE"))
     for figure in ("fig4_lambdas.png", "fig5_depths.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    _pipeline(tmp_path, root, "tables", "--config", "smoke")  # tabulate exports into results/smoke/ too
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+    assert (out.parent / "table_ii_seen_recovery_accuracy.csv").is_file()
