@@ -207,12 +207,13 @@ def export_tree(src: Path, dst: Path) -> None:
     no longer has. Nothing else in ``dst`` is touched: another export's subfolder (``ablations/``), files
     put there by hand. One export per folder; a further export takes a subfolder of its own."""
     dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src, tmp)
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.name != EXPORTED)
+    dst.mkdir(exist_ok=True)
     record = dst / EXPORTED
     previous = record.read_text().splitlines() if record.is_file() else []
     _write_record(tmp, record, sorted({*previous, *files}))  # a killed export is cleaned up by the next one
