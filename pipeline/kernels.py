@@ -43,6 +43,7 @@ LEVELS = {
     "avx2": Level("AVX2", "AVX2", ("avx2", "fma3")),
     "avx512": Level("AVX512", "AVX512_CORE", ("avx512_vl", "avx512_bw", "avx512_dq", "fma3")),
 }
+VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 MKL_BRANCH = "COMPATIBLE"
 SETTINGS = ("auto", "unpinned", *LEVELS)  # auto: avx2 on x86-64, unpinned elsewhere
 _MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2",
@@ -58,9 +59,6 @@ def level_of(setting: str) -> str | None:
     if setting == "auto":
         return "avx2" if is_x86() else None
     return None if setting == "unpinned" else setting
-
-
-VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 
 def variables(level: str) -> dict[str, str]:
