@@ -218,16 +218,47 @@ def results_dir(template: str, config_name: str) -> Path:
     return Path(template.format(name=config_name))
 
 
+EXPORTED = ".exported"  # in each export's folder: the files its last export wrote, one per line
+
+
 def export_tree(src: Path, dst: Path) -> None:
-    """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames)."""
+    """Copy the files of ``src`` into folder ``dst`` (staged beside it, then each moved in by an atomic
+    rename), and remove the files the previous export into ``dst`` wrote (``dst/.exported``) that this one
+    no longer has. Nothing else in ``dst`` is touched: another export's subfolder (``ablations/``), files
+    put there by hand. One export per folder; a further export takes a subfolder of its own."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src, tmp)
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    if dst.exists():
-        os.rename(dst, old)
-    os.rename(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.name != EXPORTED)
+    dst.mkdir(exist_ok=True)
+    record = dst / EXPORTED
+    previous = record.read_text().splitlines() if record.is_file() else []
+    _write_record(tmp, record, sorted({*previous, *files}))  # a killed export is cleaned up by the next one
+    for name in files:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / name, dst / name)
+    for name in sorted(set(previous) - set(files)):
+        _remove_exported(dst, name)
+    _write_record(tmp, record, files)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_record(tmp: Path, record: Path, names: Sequence[str]) -> None:
+    (tmp / EXPORTED).write_text("".join(f"{name}\n" for name in names))
+    os.replace(tmp / EXPORTED, record)
+
+
+def _remove_exported(dst: Path, name: str) -> None:
+    """Remove file ``dst/name`` (a name from ``dst/.exported``, never outside ``dst``) and the folders
+    it leaves empty."""
+    path = dst / name
+    if dst.resolve() not in path.resolve().parents:
+        return
+    path.unlink(missing_ok=True)
+    for folder in path.parents:
+        if folder == dst or not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()

@@ -14,6 +14,7 @@ from jobs.variants import describe
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.config import ROLES
 from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.hardware import hardware_provenance
 from pipeline.methods import METHODS
 
 CAE_TITLE = "CAE (eq. 1)"  # the model train-cae makes, in the training curves and the sanity table
@@ -93,7 +94,8 @@ def load_evaluations(ctx, c: dict):
                 (sum(sum(flags.get(m, [])) for m in r["models"]), sum(len(flags.get(m, [])) for m in r["models"])))
             for r in c["rows"]]
     provenance = {"config": c["config_name"], "commits": sorted(commits), "manifests": manifests,
-                  "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)]}
+                  "seeds": c["seeds"], "runtime": [json.loads(r) for r in sorted(runtimes)],
+                  **hardware_provenance({name: a.manifest for name, a in ctx.inputs.items()})}
     return Evaluations(frames, rows, c["attacks"], c["unseen"], provenance, victim_frames)
 
 

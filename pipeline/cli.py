@@ -97,20 +97,32 @@ def status(session: Session, config_name: str, overrides: tuple[str, ...]) -> No
 @click.pass_obj
 @fail_cleanly
 def verify(session: Session, config_name: str | None, overrides: tuple[str, ...]) -> None:
-    """Check the sha256 of every file of every artifact (or of one config's artifacts)."""
+    """Check the sha256 of every file of every artifact (or of one config's artifacts), and list the
+    artifacts made on other hardware than most (CPU, its kernels, GPU)."""
+    from pipeline.hardware import by_hardware, describe_hardware
+
     if config_name:
         _, planned = session.plan(config_name, overrides, ["all"])
         pairs = [(p.task.step, p.key) for p in planned.tasks if p.complete]
     else:
         pairs = [(a.step, a.key) for step in session.store.steps() for a in session.store.list(step)]
-    bad = []
+    bad, manifests = [], {}
     for step, key in pairs:
         try:
-            session.store.open(step, key, full=True)
+            artifact = session.store.open(step, key, full=True)
         except PipelineError as err:
             bad.append(str(err))
+        else:
+            manifests[f"{step}[{artifact.manifest.get('task')}] {key}"] = artifact.manifest
     for line in bad:
         click.echo(f"BAD  {line}")
+    groups = by_hardware(manifests)
+    if len(groups) > 1:
+        click.echo(f"made on {len(groups)} kinds of hardware:")
+        for i, (hardware, names) in enumerate(groups):
+            click.echo(f"  {len(names)} artifact(s): {describe_hardware(hardware)}")
+            for name in names if i else []:
+                click.echo(f"    {name}")
     click.echo(f"verified {len(pairs)} artifact(s), {len(bad)} bad")
     if bad:
         sys.exit(1)

@@ -19,6 +19,7 @@ import yaml
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.attacks.spec import AttackLimits
 from pipeline.errors import PipelineError
+from pipeline.kernels import SETTINGS as CPU_KERNELS
 from pipeline.methods import METHODS
 from pipeline.schema import bounded, build, suggest
 
@@ -275,6 +276,9 @@ class RuntimeConfig:
     threads: int = bounded(0, lo=0)  # 0: torch's default
     jobs: int = bounded(0, lo=0)  # tasks at once (run -j); 0: as many as the cores, GPUs and memory allow
     progress: bool = True
+    # the CPU kernels torch computes with (pipeline/kernels.py): a level gives the same bytes on every x86-64 CPU
+    # that has it; auto: avx2 on x86-64, unpinned elsewhere; unpinned: the CPU's own (or the environment's)
+    cpu_kernels: str = bounded("auto", choices=CPU_KERNELS)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import pipeline
 from pipeline.config import Config
 from pipeline.dag import Planned
 from pipeline.errors import PipelineError
+from pipeline.kernels import ensure as ensure_cpu_kernels
 from pipeline.store import Artifact, Store
 
 
@@ -49,9 +50,11 @@ class Context:
 
 
 def execute(planned: Planned, store: Store, config: Config) -> str:
-    """Build one artifact unless it exists; returns ``"ran"`` or ``"skipped"``."""
+    """Build one artifact unless it exists; returns ``"ran"`` or ``"skipped"``. The CPU kernels of
+    ``runtime.cpu_kernels`` are pinned first, whatever runs this (``kernels.ensure``)."""
     from pipeline.device import describe_runtime  # imports torch: not at planning time
 
+    ensure_cpu_kernels(config.runtime.cpu_kernels)
     step, task = planned.step, planned.task
     with store.lock(step.name, planned.key):
         if store.is_complete(step.name, planned.key) and not planned.forced:

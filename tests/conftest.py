@@ -19,8 +19,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.kernels import pin
+
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 REPO = Path(__file__).resolve().parents[1]
+
+# The pipeline's default CPU kernels for everything torch computes in the test process, before any test
+# imports torch: a task executed in this process checks that torch computes with them (pipeline/kernels.py).
+pin("auto")
 
 
 def _changed_files() -> dict[str, str] | None:

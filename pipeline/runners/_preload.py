@@ -1,7 +1,9 @@
 """Imported once by the fork server that the parallel runner's workers are forked from: torch, the
 steps, and every module the steps import when they run (read from their source, imports inside
 functions included), so that no worker imports them again: torch, torchvision and torchattacks alone
-take seconds, which each worker would otherwise spend on its first tasks."""
+take seconds, which each worker would otherwise spend on its first tasks. It computes nothing with torch:
+torch fixes its CPU kernels at its first computation, and each worker pins them after the fork
+(``pipeline/kernels.py``), over the environment the fork server inherited."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.dag import Planned
 from pipeline.errors import PipelineError
 from pipeline.execute import execute
+from pipeline.kernels import pin
 from pipeline.store import Store
 
 _PR_SET_PDEATHSIG = 1
@@ -45,9 +46,11 @@ class Report:
 
 
 def serve(conn: Connection, visible: str | None, config: dict[str, Any], root: str) -> None:
-    """The worker's main: set the GPUs it sees (``CUDA_VISIBLE_DEVICES``; None: unset) before CUDA
-    starts, then run jobs until the runner sends None or goes away. Ctrl-C is left to the runner
-    (which stops the workers); SIGTERM ends the worker at once."""
+    """The worker's main: pin the CPU kernels (the fork server imported torch but computed nothing, so the
+    pin wins over the environment the worker inherited) and set the GPUs it sees (``CUDA_VISIBLE_DEVICES``;
+    None: unset) before CUDA starts, then run jobs until the runner sends None or goes away. Ctrl-C is left
+    to the runner (which stops the workers); SIGTERM ends the worker at once."""
+    pin(config["runtime"]["cpu_kernels"])
     if visible is None:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     else:

@@ -34,9 +34,11 @@ from pipeline.dag import Plan, Planned, all_tasks, build_plan, discover
 from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
 from pipeline.execute import execute
+from pipeline.kernels import pin
 from pipeline.methods import METHODS
 from pipeline.runners.local import run_plan
 from pipeline.store import Artifact, Store
+from pipeline.tools.bench_kernels import bench_kernels
 
 THROUGHPUT_TARGET = 0.95
 LATENCY_TARGET_S = 2.0
@@ -45,7 +47,7 @@ ATTACK_IMAGES = {"fgsm": 250, "bim": 250, "pgd": 64, "jsma": 2, "cw": 8}  # per 
 # the config's shard); the cheap attacks get more, so per-task costs weigh as in a real shard
 ATTACK_DEFAULT_IMAGES = 16
 MEMORY_BUILD_LIMIT = 25  # memory/<step> builds at most this many missing upstream tasks
-GROUPS = ("train", "attack", "hdf5-read", "latency", "memory", "parallel")
+GROUPS = ("train", "attack", "hdf5-read", "latency", "memory", "parallel", "kernels")
 REPO = Path(pipeline.__file__).resolve().parent.parent
 
 
@@ -651,7 +653,7 @@ def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
 
 BENCHMARKS: dict[str, Callable[[Bench, Callable[[str], bool]], list[Result]]] = {
     "train": bench_train, "attack": bench_attacks, "hdf5-read": bench_hdf5,
-    "latency": bench_latency, "memory": bench_memory, "parallel": bench_parallel,
+    "latency": bench_latency, "memory": bench_memory, "parallel": bench_parallel, "kernels": bench_kernels,
 }
 
 
@@ -674,6 +676,7 @@ def run_benchmarks(config_name: str, artifacts: Path | None, only: Sequence[str]
     try:
         overrides = bench_overrides(config_name, scratch)
         config = load_config(config_name, overrides)
+        pin(config.runtime.cpu_kernels)  # before torch computes: the kernels every task then checks for
         store = Store(artifacts or scratch / "artifacts")
         store.root.mkdir(parents=True, exist_ok=True)
         bench = Bench(config_name, config, overrides, store, repeat, log, scratch)

@@ -235,3 +235,7 @@ def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
     assert all(float(r["3 sd"]) >= 0 for r in depths)  # two seeds per point: a spread
     for figure in ("fig4_lambdas_fgsm.png", "fig5_depths_fgsm.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    _pipeline(tmp_path, root, "tables", "--config", "smoke")  # tabulate exports into results/smoke/ too
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+    assert (out.parent / "table_ii_seen_recovery_accuracy.csv").is_file()
