@@ -30,14 +30,16 @@ PIPELINE = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "pipe
 
 # The smoke config, narrowed so that the tier fits its time budget on two shared cores: every step
 # and every kind of task still runs (two attacks so the unseen protocol pairs them; one trained
-# baseline; one training seed, no AAE variants; victims trained for two epochs instead of ten).
+# baseline; one training seed, no AAE or CAE variants; one victim per role, trained for two epochs instead
+# of ten).
 # Written as a file that extends smoke.
 FAULTS_CONFIG = {
     "extends": "smoke",
     "seeds": [0],
     "aae": {"variants": {}},
+    "cae": {"variants": {}},
     "ablation": {"variants": []},
-    "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}},
+    "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}, "noise_seeds": []},
     "attack": {"names": ["fgsm", "pgd"]},
     "evaluate": {"methods": ["identity", "cae", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
