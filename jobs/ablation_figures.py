@@ -60,4 +60,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Figs. 4 and 5: recovery accuracy over the λ and depth sweeps",
+    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "ablations"),
 )

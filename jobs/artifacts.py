@@ -6,11 +6,14 @@ renderer) use it too. Torch and h5py are imported inside the loaders, so plannin
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from pipeline.config import AttackConfig, VictimConfig
 from pipeline.dag import Ref, Task
 from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
+from pipeline.execute import planned_at
 from pipeline.store import Artifact, sha256_file
 
 # sample
@@ -199,15 +203,41 @@ def results_dir(template: str, config_name: str) -> Path:
 
 
 def export_tree(src: Path, dst: Path) -> None:
-    """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames)."""
+    """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames), unless
+    ``dst`` holds the export of a run planned later than this task's (``planned_at``): a job of a
+    superseded plan that runs late never overwrites newer results. ``.<name>.planned`` beside ``dst``
+    records when the run that wrote it was planned, and serialises the exports."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(src, tmp)
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    if dst.exists():
-        os.rename(dst, old)
-    os.rename(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    mine = planned_at()
+    with open(dst.with_name(f".{dst.name}.planned"), "a+") as stamp:
+        fcntl.flock(stamp, fcntl.LOCK_EX)
+        stamp.seek(0)
+        theirs = _timestamp(stamp.read())
+        if dst.exists() and theirs is not None and theirs > mine:
+            print(f"warning: {dst} not replaced: it holds the export of a run planned at {_iso(theirs)}, "
+                  f"later than this one ({_iso(mine)})", file=sys.stderr)
+            return
+        for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+        shutil.copytree(src, tmp)
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        if dst.exists():
+            os.rename(dst, old)
+        os.rename(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+        stamp.seek(0)
+        stamp.truncate()
+        stamp.write(f"{mine!r} {_iso(mine)}\n")
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")

@@ -163,6 +163,18 @@ def pin_git_commit(commit: str | None = None) -> str:
     return os.environ.setdefault(COMMIT_VARIABLE, checkout_commit() or "")
 
 
+PLANNED_VARIABLE = "PIPELINE_PLANNED_AT"
+
+
+def planned_at() -> float:
+    """When the run of this process's tasks was planned (seconds since the epoch): the submission's
+    time, which the Slurm runner pins in ``$PIPELINE_PLANNED_AT`` inside each job; else now."""
+    try:
+        return float(os.environ[PLANNED_VARIABLE])
+    except (KeyError, ValueError):
+        return time.time()
+
+
 def git_commit() -> str | None:
     """The code version a manifest records: the pinned one (see ``pin_git_commit``), else the checkout's."""
     pinned = os.environ.get(COMMIT_VARIABLE)
