@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.dag import Plan, Planned
+from pipeline.errors import PipelineError
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -66,7 +67,10 @@ def scheduler_snapshot(plan: Plan, store: Store) -> Snapshot | None:
 
 
 def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
+    """The status lines; an artifact whose manifest cannot be read ends them with its error (the
+    first, and how many more there are), after everything else was said."""
     yield f"artifacts: {store.root}   config: {config.name}"
+    broken: list[str] = []
     snap = scheduler_snapshot(plan, store)
     plan, states = (snap.plan, snap.states) if snap else (plan, {})
     for step, items in plan.by_step().items():
@@ -76,7 +80,12 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
         queued = "".join(f", {n} {state}" for state, n in counts.items())
         yield f"{step:<14} {len(done)}/{len(items)} done{queued}"
         yield from _problems(plan, [p for p in items if not p.complete], states)
-        manifests = [(p, store.open(p.task.step, p.key).manifest) for p in done]
+        manifests = []
+        for p in done:
+            try:
+                manifests.append((p, store.open(p.task.step, p.key).manifest))
+            except PipelineError as err:
+                broken.append(str(err))
         step_report = plan.steps[step].report
         if step_report is not None:
             yield from step_report([(p.task, m.get("summary", {})) for p, m in manifests])
@@ -88,6 +97,9 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
         for ref, ids in snap.twice.items():
             yield (f"  {_label(plan, ref)} is queued in {len(ids)} jobs ({', '.join(ids)}): `scancel "
                    f"{' '.join(ids[:-1])}` keeps only the latest")
+    if broken:
+        more = f" (and {len(broken) - 1} more: `pipeline verify` lists them)" if len(broken) > 1 else ""
+        raise PipelineError(broken[0] + more)
 
 
 def foreign_lines(jobs: Sequence[Foreign], config_name: str, action: str = "") -> list[str]:
@@ -172,14 +184,13 @@ def _failed(job_id: str, tasks: list[Planned], states: Mapping[tuple[str, str], 
     else:
         yield f"  job {job_id} ({_what(tasks)}): {first.state} (log {first.log_path}){why}"
     yield from (f"    | {line}" for line in first.log_tail.splitlines())
-    if len(tasks) > 1:
-        own = [states[(p.task.step, p.key)] for p in tasks]
-        for p, state in zip(tasks, own):
-            if state.own_log is not None:
-                yield f"    {p.task.id}: {state.error} (log {state.own_log})"
-        rest = [p for p, state in zip(tasks, own) if state.own_log is None]
-        if rest:
-            yield f"    {_what(rest)}: stopped before the end, no log of {'their' if len(rest) > 1 else 'its'} own"
+    own = [states[(p.task.step, p.key)] for p in tasks]
+    for p, state in zip(tasks, own):
+        if state.own_log is not None:
+            yield f"    {p.task.id}: {state.error} (log {state.own_log})"
+    rest = [p for p, state in zip(tasks, own) if state.own_log is None]
+    if len(tasks) > 1 and rest:
+        yield f"    {_what(rest)}: stopped before the end, no log of {'their' if len(rest) > 1 else 'its'} own"
 
 
 def _what(tasks: Sequence[Planned]) -> str:
