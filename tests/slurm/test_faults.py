@@ -329,16 +329,16 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     stale = _ids(chain.records[0], "evaluate") + _ids(chain.records[0], "tabulate")
     cancelled, output = chain.status["cancelled"], chain.outputs[0]
     fault_log("Slurm: array task cancelled mid-run, `submit` again without `cancel`",
-              survived="cancelled 2 queued job(s) that could never run" in output,
+              survived="cancelled 2 queued jobs (7 tasks) that could never run" in output,
               note="the 2 jobs waiting on it cancelled and replaced, the running sibling left alone; "
                    "resumed from its checkpoint")
     assert "train-aae      0/2 done, 1 cancelled, 1 running" in cancelled
     assert f"  ours/fgsm: cancelled (job {first}, log " in cancelled
     assert re.search(rf"  job {stale[0]} \(6 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
                      rf"train-aae\[ours/fgsm\] cancelled; `pipeline submit` cancels it", cancelled), cancelled
-    assert f"cancelled 2 queued job(s) that could never run (an upstream task failed, was cancelled or is submitted " \
-           f"again): {' '.join(sorted(stale))}" in output
-    assert "already queued by an earlier submission: 1 task(s)" in output  # the running plain_ae training
+    assert f"cancelled 2 queued jobs (7 tasks) that could never run (an upstream task failed, was cancelled or is " \
+           f"submitted again): {' '.join(sorted(stale))}" in output
+    assert "already queued by an earlier submission: 1 task in 1 job" in output  # the running plain_ae training
     resubmitted = chain.records[1]
     assert [j["label"] for j in resubmitted["jobs"]] == ["train-aae[ours/fgsm]", "evaluate[*/*/*]", "tabulate[tables]"]
     (again,), (evaluate,) = _ids(resubmitted, "train-aae"), _ids(resubmitted, "evaluate")
