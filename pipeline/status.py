@@ -91,7 +91,8 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
             yield from step_report([(p.task, m.get("summary", {})) for p, m in manifests])
             continue
         for p, manifest in manifests:
-            yield f"  {p.task.id:<28} {p.key}  {manifest.get('seconds', 0):>8.1f} s  {short(manifest.get('summary', {}))}"
+            yield (f"  {p.task.id:<28} {p.key}  {manifest.get('seconds', 0):>8.1f} s  "
+                   f"{short(manifest.get('summary', {}))}")
     if snap:
         yield from (f"  {line}" for line in foreign_lines(snap.foreign, config.name))
         for ref, ids in snap.twice.items():

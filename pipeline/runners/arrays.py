@@ -7,8 +7,9 @@ element, one after another. Either way an array waits (``afterok``) on exactly t
 that hold what its tasks read, each named (``<job>_<index>``) even when it reads them all: Slurm's
 bookkeeping of a whole array counts the requeued runs of its elements (a time-out that requeued a
 training could leave ``afterok:<job>`` unsatisfiable), an element's own state is its last run's.
-Each task keeps its own artifact, so a resubmission packs only the tasks still missing. Complete artifacts are never submitted and nothing waits for them. Knows
-nothing of Slurm commands: the dry run and the submission both use it.
+Each task keeps its own artifact, so a resubmission packs only the tasks still missing. Complete
+artifacts are never submitted and nothing waits for them. Knows nothing of Slurm commands: the dry
+run and the submission both use it.
 """
 
 from __future__ import annotations

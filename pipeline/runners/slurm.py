@@ -130,12 +130,8 @@ def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: 
         snap = snapshot(store.root, plan, strict=True)
         plan = snap.plan
         found = triage(plan, snap.states)
-        cancelled: dict[str, list[Ref]] = {}
-        for ref in sorted(found.stale, key=lambda ref: snap.states[ref].job_id):
-            if snap.states[ref].queued:
-                cancelled.setdefault(snap.states[ref].job_id, []).append(ref)
         writes = exports(plan)
-        superseded = [job for job in snap.foreign if job.clashes(writes.values())]
+        cancelled, superseded = _doomed(snap, found, writes.values())
         if cancelled or superseded:
             _run(["scancel", *cancelled, *(job.job_id for job in superseded)])
         jobs = array_jobs(plan, found.queued, _packs(settings))
@@ -166,6 +162,17 @@ def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: 
                                    [*cancelled, *(job.job_id for job in superseded)], writes) if done else None
     foreign = [job for job in snap.foreign if job not in superseded]
     return Submission(run_id, folder, done, plan, found.queued, cancelled, superseded, foreign, record)
+
+
+def _doomed(snap: Snapshot, found: Triage, writes: Iterable[str]) -> tuple[dict[str, list[Ref]], list[Foreign]]:
+    """The queued jobs ``submit`` cancels: those that can never run (with the tasks they hold), and
+    those of another plan that would write where this plan writes (``writes``)."""
+    stale: dict[str, list[Ref]] = {}
+    for ref in sorted(found.stale, key=lambda ref: snap.states[ref].job_id):
+        if snap.states[ref].queued:
+            stale.setdefault(snap.states[ref].job_id, []).append(ref)
+    writes = list(writes)
+    return stale, [job for job in snap.foreign if job.clashes(writes)]
 
 
 def exports(plan: Plan) -> dict[Ref, str]:

@@ -484,7 +484,8 @@ def test_status_shows_a_packed_elements_log_once_and_why_slurm_keeps_jobs_waitin
         task_log(store.root, "up", keys[("up", task_id)][1]).write_text(text)
     drained = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
     _fake(tmp_path / "bin", "sacct", "11_0|FAILED|NonZeroExitCode\n11_[1-2]|RUNNING|None")
-    _fake(tmp_path / "bin", "squeue", f"11_1|RUNNING|None\n11_2|RUNNING|None\n12_0|PENDING|{drained}\n12_1|PENDING|{drained}\n"
+    _fake(tmp_path / "bin", "squeue", f"11_1|RUNNING|None\n11_2|RUNNING|None\n12_0|PENDING|{drained}\n"
+                                      f"12_1|PENDING|{drained}\n"
                                       f"13|PENDING|Resources\n14|PENDING|BeginTime")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     lines = list(report(plan, store, config))
