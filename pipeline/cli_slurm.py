@@ -67,12 +67,12 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
 
 def _queue_lines(submission: Submission, config_name: str) -> Iterator[str]:
     """What the submission did with the jobs already queued, counting tasks and jobs each by name."""
-    from pipeline.status import foreign_lines
+    from pipeline.status import counted, foreign_lines
 
     if submission.cancelled:
         tasks = sum(len(refs) for refs in submission.cancelled.values())
-        yield (f"cancelled {_count(len(submission.cancelled), 'queued job')} ({_count(tasks, 'task')}) that could "
-               f"never run (an upstream task failed, was cancelled or is submitted again): "
+        yield (f"cancelled {counted(len(submission.cancelled), 'queued job')} ({counted(tasks, 'task')}) that "
+               f"could never run (an upstream task failed, was cancelled or is submitted again): "
                f"{' '.join(submission.cancelled)}")
     if submission.superseded:
         yield from (f"cancelled: {line}" for line in foreign_lines(
@@ -81,12 +81,8 @@ def _queue_lines(submission: Submission, config_name: str) -> Iterator[str]:
                              f"`scancel {' '.join(j.job_id for j in submission.foreign)}` cancels them")
     if submission.queued:
         jobs = len(set(submission.queued.values()))
-        yield (f"already queued by an earlier submission: {_count(len(submission.queued), 'task')} in "
-               f"{_count(jobs, 'job')}")
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("s" if n != 1 else "")
+        yield (f"already queued by an earlier submission: {counted(len(submission.queued), 'task')} in "
+               f"{counted(jobs, 'job')}")
 
 
 def _resources(s: Submitted) -> str:
@@ -133,13 +129,14 @@ def _table(submission: Submission, columns: list[_Column]) -> Iterator[str]:
 def cancel(session: Session, run_id: str | None) -> None:
     """Cancel every job of a submitted run, or by default of every submission with jobs in the queue."""
     from pipeline.runners import slurm
+    from pipeline.status import counted
 
     runs, job_ids = slurm.cancel(session.store.root, run_id, echo=lambda line: click.echo(line, err=True))
     if not job_ids:
         click.echo("nothing to cancel: no recorded submission has a job in the queue")
         return
-    click.echo(f"cancelled {'run' if len(runs) == 1 else 'runs'} {', '.join(runs)}: {_count(len(job_ids), 'job')}: "
-               f"{' '.join(job_ids)}")
+    click.echo(f"cancelled {'run' if len(runs) == 1 else 'runs'} {', '.join(runs)}: "
+               f"{counted(len(job_ids), 'job')}: {' '.join(job_ids)}")
 
 
 def register(group: click.Group) -> None:

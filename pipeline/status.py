@@ -116,7 +116,7 @@ def foreign_lines(jobs: Sequence[Foreign], config_name: str, action: str = "") -
         listing = ", ".join(f"{job.job_id} {_tasks(job.tasks)} ({job.state}"
                             + (f", writes {', '.join(job.writes)})" if job.writes else ")") for job in group)
         ids = " ".join(job.job_id for job in group)
-        lines.append(f"{_count(len(group), 'queued job')} ({_count(tasks, 'task')}) "
+        lines.append(f"{counted(len(group), 'queued job')} ({counted(tasks, 'task')}) "
                      f"belong{'s' * (len(group) == 1)} to {whose}: {listing}"
                      + (f"; {action}" if action else f"; `pipeline submit` cancels those that write where this "
                         f"plan writes, `scancel {ids}` cancels them all"))
@@ -131,7 +131,8 @@ def _tasks(labels: Sequence[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{'+'.join(steps)}[{id_pattern(ids)}] x{len(labels)}"
 
 
-def _count(n: int, what: str) -> str:
+def counted(n: int, what: str) -> str:
+    """``1 job``, ``2 jobs``."""
     return f"{n} {what}" + ("s" if n != 1 else "")
 
 
@@ -171,7 +172,7 @@ def _problems(plan: Plan, items: list[Planned], states: Mapping[tuple[str, str],
         jobs = sorted({states[(p.task.step, p.key)].job_id for p in waiting})
         advice = next((text for start, text in PENDING_ADVICE.items() if reason.startswith(start)),
                       "`scontrol show job <job>` says more")
-        yield (f"  {_what(waiting)} pending in {_count(len(jobs), 'job')} ({', '.join(jobs[:5])}"
+        yield (f"  {_what(waiting)} pending in {counted(len(jobs), 'job')} ({', '.join(jobs[:5])}"
                f"{', ...' if len(jobs) > 5 else ''}): Slurm says {reason!r}: {advice}")
 
 
