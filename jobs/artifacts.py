@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -204,32 +205,41 @@ def results_dir(template: str, config_name: str) -> Path:
 
 def export_tree(src: Path, dst: Path) -> None:
     """Replace directory ``dst`` by a copy of ``src`` (copied beside it, then swapped by renames), unless
-    ``dst`` holds the export of a run planned later than this task's (``planned_at``): a job of a
-    superseded plan that runs late never overwrites newer results. ``.<name>.planned`` beside ``dst``
-    records when the run that wrote it was planned, and serialises the exports."""
+    ``dst`` holds the export of a run submitted later than this task's: a Slurm job of a superseded
+    plan that runs late never overwrites newer results. A Slurm job's export records when its run was
+    submitted (``planned_at``) in ``.<name>.planned`` beside ``dst``; a local export, planned now,
+    always replaces ``dst``, and moves such a record to now."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    mine = planned_at()
-    with open(dst.with_name(f".{dst.name}.planned"), "a+") as stamp:
+    submitted, stamp_path = planned_at(), dst.with_name(f".{dst.name}.planned")
+    if submitted is None and not stamp_path.exists():
+        _replace_tree(src, dst)
+        return
+    mine = time.time() if submitted is None else submitted
+    with open(stamp_path, "a+") as stamp:
         fcntl.flock(stamp, fcntl.LOCK_EX)
         stamp.seek(0)
         theirs = _timestamp(stamp.read())
         if dst.exists() and theirs is not None and theirs > mine:
-            print(f"warning: {dst} not replaced: it holds the export of a run planned at {_iso(theirs)}, "
+            print(f"warning: {dst} not replaced: it holds the export of a run submitted at {_iso(theirs)}, "
                   f"later than this one ({_iso(mine)})", file=sys.stderr)
             return
-        for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-        shutil.copytree(src, tmp)
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        if dst.exists():
-            os.rename(dst, old)
-        os.rename(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_tree(src, dst)
         stamp.seek(0)
         stamp.truncate()
         stamp.write(f"{mine!r} {_iso(mine)}\n")
+
+
+def _replace_tree(src: Path, dst: Path) -> None:
+    for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(src, tmp)
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+    if dst.exists():
+        os.rename(dst, old)
+    os.rename(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _timestamp(text: str) -> float | None:

@@ -166,13 +166,13 @@ def pin_git_commit(commit: str | None = None) -> str:
 PLANNED_VARIABLE = "PIPELINE_PLANNED_AT"
 
 
-def planned_at() -> float:
-    """When the run of this process's tasks was planned (seconds since the epoch): the submission's
-    time, which the Slurm runner pins in ``$PIPELINE_PLANNED_AT`` inside each job; else now."""
+def planned_at() -> float | None:
+    """When the run of this process's tasks was submitted (seconds since the epoch), which the Slurm
+    runner pins in ``$PIPELINE_PLANNED_AT`` inside each job; None in a local run (planned now)."""
     try:
         return float(os.environ[PLANNED_VARIABLE])
     except (KeyError, ValueError):
-        return time.time()
+        return None
 
 
 def git_commit() -> str | None:

@@ -273,7 +273,7 @@ def test_jobs_of_a_superseded_config_are_named_and_the_one_writing_its_results_c
                                       f"{old_jpeg} evaluate[jpeg/-/*] x2 (pending" in status.stdout, status.stdout
     assert kept, "the tables differ from the local run's with quality 50"
     assert Store(other_root).is_complete("tabulate", _refs(old_elsewhere)[0][1])  # it ran, and published
-    assert f"warning: results/{real.config.stem} not replaced: it holds the export of a run planned at" in late_log
+    assert f"warning: results/{real.config.stem} not replaced: it holds the export of a run submitted at" in late_log
     assert f"cancelled run {old['run_id']}: 1 job: {old_jpeg}" in cancelled
 
 

@@ -515,13 +515,17 @@ def test_an_export_never_replaces_one_of_a_run_planned_later(tmp_path, monkeypat
     for src in (new, old):
         src.mkdir()
         (src / "table.csv").write_text(src.name)
-    monkeypatch.setenv(PLANNED_VARIABLE, "2000.0")
+    monkeypatch.delenv(PLANNED_VARIABLE, raising=False)
+    export_tree(old, dst)  # a local run leaves nothing but its tables
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["smoke"]
+    monkeypatch.setenv(PLANNED_VARIABLE, "2000.0")  # a Slurm job of a run submitted at 2000 s
     export_tree(new, dst)
-    monkeypatch.setenv(PLANNED_VARIABLE, "1000.0")  # a job of a plan submitted earlier, running late
+    monkeypatch.setenv(PLANNED_VARIABLE, "1000.0")  # a job of a run submitted earlier, running late
     export_tree(old, dst)
     assert (dst / "table.csv").read_text() == "new"
-    assert "not replaced: it holds the export of a run planned at 1970-01-01T00:33:20+00:00" in capsys.readouterr().err
-    monkeypatch.delenv(PLANNED_VARIABLE)  # a local run: planned now
+    assert "not replaced: it holds the export of a run submitted at 1970-01-01T00:33:20+00:00, later than this " \
+           "one (1970-01-01T00:16:40+00:00)" in capsys.readouterr().err
+    monkeypatch.delenv(PLANNED_VARIABLE)  # a local run: planned now, so it replaces them, and says so
     export_tree(old, dst)
     assert (dst / "table.csv").read_text() == "old"
-    assert sorted(p.name for p in dst.parent.iterdir()) == [".smoke.planned", "smoke"]
+    assert float((dst.parent / ".smoke.planned").read_text().split()[0]) > 2000
