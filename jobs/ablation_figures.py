@@ -85,4 +85,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Figs. 4 and 5: recovery accuracy over the λ and depth sweeps, per ablation attack",
+    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "ablations"),
 )

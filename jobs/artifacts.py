@@ -6,11 +6,15 @@ renderer) use it too. Torch and h5py are imported inside the loaders, so plannin
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from pipeline.config import AttackConfig, VictimConfig
 from pipeline.dag import Ref, Task
 from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
+from pipeline.execute import planned_at
 from pipeline.store import Artifact, sha256_file
 
 # sample
@@ -225,9 +230,33 @@ def export_tree(src: Path, dst: Path) -> None:
     """Copy the files of ``src`` into folder ``dst`` (staged beside it, then each moved in by an atomic
     rename), and remove the files the previous export into ``dst`` wrote (``dst/.exported``) that this one
     no longer has. Nothing else in ``dst`` is touched: another export's subfolder (``ablations/``), files
-    put there by hand. One export per folder; a further export takes a subfolder of its own."""
+    put there by hand. One export per folder; a further export takes a subfolder of its own.
+
+    A Slurm job of a superseded plan that runs late never overwrites newer results: a Slurm job's
+    export records when its run was submitted (``planned_at``) in ``.<name>.planned`` beside ``dst``;
+    a local export, planned now, always replaces, and moves such a record to now."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    submitted, stamp_path = planned_at(), dst.with_name(f".{dst.name}.planned")
+    if submitted is None and not stamp_path.exists():
+        _replace_tree(src, dst)
+        return
+    mine = time.time() if submitted is None else submitted
+    with open(stamp_path, "a+") as stamp:
+        fcntl.flock(stamp, fcntl.LOCK_EX)
+        stamp.seek(0)
+        theirs = _timestamp(stamp.read())
+        if dst.exists() and theirs is not None and theirs > mine:
+            print(f"warning: {dst} not replaced: it holds the export of a run submitted at {_iso(theirs)}, "
+                  f"later than this one ({_iso(mine)})", file=sys.stderr)
+            return
+        _replace_tree(src, dst)
+        stamp.seek(0)
+        stamp.truncate()
+        stamp.write(f"{mine!r} {_iso(mine)}\n")
+
+
+def _replace_tree(src: Path, dst: Path) -> None:
     for stale in dst.parent.glob(f".{dst.name}.*-*"):  # left by a copy that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -262,3 +291,14 @@ def _remove_exported(dst: Path, name: str) -> None:
         if folder == dst or not folder.is_dir() or any(folder.iterdir()):
             break
         folder.rmdir()
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")

@@ -85,4 +85,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="the convergence study's curves, summary and figure, into results/<config>/convergence/",
+    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "convergence"),
 )

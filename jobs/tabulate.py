@@ -227,4 +227,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Tables II-III per metric, detection AUROC and figures, into results/<config>/",
+    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"])),
 )

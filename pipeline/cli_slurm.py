@@ -41,18 +41,16 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
     warning = slurm.node_local_warning(session.store.root)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    skipped = Counter(p.task.step for p in plan.tasks if not p.needed)
-    if skipped:
-        click.echo("up to date, skipped: " + ", ".join(f"{step} ({n})" for step, n in skipped.items()))
     if dry_run:
         submission = slurm.dry_run(plan, session.store, profile)
     else:
-        submission = slurm.submit(plan, session.store, config, profile, targets, force)
-    if submission.cancelled:
-        click.echo(f"cancelled {len(submission.cancelled)} queued job(s) that could never run (an upstream task "
-                   f"failed, was cancelled or is submitted again): {' '.join(submission.cancelled)}")
-    if submission.queued:
-        click.echo(f"already queued by an earlier submission: {submission.queued} task(s)")
+        submission = slurm.submit(plan, session.store, config, profile, targets, force,
+                                  echo=lambda line: click.echo(line, err=True))
+    skipped = Counter(p.task.step for p in submission.plan.tasks if not p.needed)
+    if skipped:
+        click.echo("up to date, skipped: " + ", ".join(f"{step} ({n})" for step, n in skipped.items()))
+    for line in _queue_lines(submission, config.name):
+        click.echo(line)
     if not submission.jobs:
         click.echo("nothing to submit")
         return
@@ -65,6 +63,26 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
         click.echo(f"sbatch scripts (job ids are placeholders JOB<n>): {submission.folder}")
     else:
         click.echo(f"logs: {submission.folder}   record: {submission.record}")
+
+
+def _queue_lines(submission: Submission, config_name: str) -> Iterator[str]:
+    """What the submission did with the jobs already queued, counting tasks and jobs each by name."""
+    from pipeline.status import counted, foreign_lines
+
+    if submission.cancelled:
+        tasks = sum(len(refs) for refs in submission.cancelled.values())
+        yield (f"cancelled {counted(len(submission.cancelled), 'queued job')} ({counted(tasks, 'task')}) that "
+               f"could never run (an upstream task failed, was cancelled or is submitted again): "
+               f"{' '.join(submission.cancelled)}")
+    if submission.superseded:
+        yield from (f"cancelled: {line}" for line in foreign_lines(
+            submission.superseded, config_name, "they would write where this plan writes"))
+    yield from foreign_lines(submission.foreign, config_name, "left to run: they write nothing this plan writes; "
+                             f"`scancel {' '.join(j.job_id for j in submission.foreign)}` cancels them")
+    if submission.queued:
+        jobs = len(set(submission.queued.values()))
+        yield (f"already queued by an earlier submission: {counted(len(submission.queued), 'task')} in "
+               f"{counted(jobs, 'job')}")
 
 
 def _resources(s: Submitted) -> str:
@@ -109,11 +127,16 @@ def _table(submission: Submission, columns: list[_Column]) -> Iterator[str]:
 @click.pass_obj
 @fail_cleanly
 def cancel(session: Session, run_id: str | None) -> None:
-    """Cancel every job of a submitted run (default: the latest) with one scancel."""
+    """Cancel every job of a submitted run, or by default of every submission with jobs in the queue."""
     from pipeline.runners import slurm
+    from pipeline.status import counted
 
-    run_id, job_ids = slurm.cancel(session.store.root, run_id)
-    click.echo(f"cancelled run {run_id}: {len(job_ids)} job(s): {' '.join(job_ids)}")
+    runs, job_ids = slurm.cancel(session.store.root, run_id, echo=lambda line: click.echo(line, err=True))
+    if not job_ids:
+        click.echo("nothing to cancel: no recorded submission has a job in the queue")
+        return
+    click.echo(f"cancelled {'run' if len(runs) == 1 else 'runs'} {', '.join(runs)}: "
+               f"{counted(len(job_ids), 'job')}: {' '.join(job_ids)}")
 
 
 def register(group: click.Group) -> None:

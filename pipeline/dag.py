@@ -76,6 +76,7 @@ class Step:
     small: bool = False  # tasks take seconds to minutes: a scheduler packs several into one job
     description: str = ""
     report: Callable[[list[tuple[Task, dict]]], list[str]] | None = None  # status lines from summaries
+    exports: Callable[[Mapping[str, Any]], str] | None = None  # where a task also writes, outside the store
 
     def make_tasks(self, config: Config, upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
         """The step's tasks; ``tasks`` sees only the config sections the step declares it reads."""

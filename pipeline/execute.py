@@ -166,6 +166,18 @@ def pin_git_commit(commit: str | None = None) -> str:
     return os.environ.setdefault(COMMIT_VARIABLE, checkout_commit() or "")
 
 
+PLANNED_VARIABLE = "PIPELINE_PLANNED_AT"
+
+
+def planned_at() -> float | None:
+    """When the run of this process's tasks was submitted (seconds since the epoch), which the Slurm
+    runner pins in ``$PIPELINE_PLANNED_AT`` inside each job; None in a local run (planned now)."""
+    try:
+        return float(os.environ[PLANNED_VARIABLE])
+    except (KeyError, ValueError):
+        return None
+
+
 def git_commit() -> str | None:
     """The code version a manifest records: the pinned one (see ``pin_git_commit``), else the checkout's."""
     pinned = os.environ.get(COMMIT_VARIABLE)

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -102,8 +103,7 @@ class Store:
             raise PipelineError(f"artifact {step}/{key} is not complete (no {path / MANIFEST})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise PipelineError(f"artifact manifest {path / MANIFEST} is corrupt") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-            raise PipelineError(f"artifact manifest {path / MANIFEST} is corrupt (no file list)")
+        _check_manifest(manifest, path / MANIFEST)
         artifact = Artifact(step, key, path, manifest)
         artifact.verify(full=full)
         return artifact
@@ -200,6 +200,27 @@ class Store:
                         shutil.rmtree(path, ignore_errors=True)
                         removed.append(path)
         return removed
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """A manifest has the file list that ``verify`` reads: name -> ``{"size": bytes, "sha256": hex}``,
+    and the mappings readers take apart (``summary``, ``config``); anything else names the file."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise PipelineError(f"artifact manifest {path} is corrupt (no file list)")
+    for name, meta in manifest["files"].items():
+        if not isinstance(meta, dict):
+            raise PipelineError(f"artifact manifest {path} is corrupt (file entry {name!r} is not an object)")
+        size, digest = meta.get("size"), meta.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise PipelineError(f"artifact manifest {path} is corrupt (file entry {name!r} has no valid 'size')")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise PipelineError(f"artifact manifest {path} is corrupt (file entry {name!r} has no valid 'sha256')")
+    for field in ("summary", "config"):
+        if not isinstance(manifest.get(field, {}), dict):
+            raise PipelineError(f"artifact manifest {path} is corrupt ({field!r} is not an object)")
 
 
 def _write_json_durably(path: Path, data: Any) -> None:

@@ -7,8 +7,9 @@ element, one after another. Either way an array waits (``afterok``) on exactly t
 that hold what its tasks read, each named (``<job>_<index>``) even when it reads them all: Slurm's
 bookkeeping of a whole array counts the requeued runs of its elements (a time-out that requeued a
 training could leave ``afterok:<job>`` unsatisfiable), an element's own state is its last run's.
-Each task keeps its own artifact, so a resubmission packs only the tasks still missing. Complete artifacts are never submitted and nothing waits for them. Knows
-nothing of Slurm commands: the dry run and the submission both use it.
+Each task keeps its own artifact, so a resubmission packs only the tasks still missing. Complete
+artifacts are never submitted and nothing waits for them. Knows nothing of Slurm commands: the dry
+run and the submission both use it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ArrayJob:
     elements: list[list[Planned]]
     after: list[tuple[ArrayJob, list[int]]] = field(default_factory=list)  # upstream job, its elements read
     after_queued: list[str] = field(default_factory=list)  # Slurm ids queued by an earlier submission
+    after_queued_tasks: int = 0  # the tasks it reads that those jobs build
 
     @property
     def tasks(self) -> list[Planned]:
@@ -65,7 +67,8 @@ class ArrayJob:
                  + (f" in {len(numbers)} jobs)" if len(numbers) > 1 else ")")
                  for step, (numbers, ids) in by_step.items()]
         if self.after_queued:
-            parts.append(f"{_count(len(self.after_queued))} queued earlier")
+            jobs = len(self.after_queued)
+            parts.append(f"{_count(self.after_queued_tasks)} queued earlier ({jobs} job{'s' * (jobs > 1)})")
         return ", ".join(parts) or "-"
 
 
@@ -106,6 +109,7 @@ def array_jobs(plan: Plan, queued: Mapping[Ref, str] | None = None, pack: Mappin
             job = ArrayJob(len(jobs) + 1, plan.steps[step], elements[first:first + MAX_ARRAY])
             upstream = frozenset().union(*(_upstream(p, pending) for p in job.tasks))
             job.after_queued = sorted({queued[ref] for ref in upstream if ref in queued})
+            job.after_queued_tasks = len(upstream & queued.keys())
             after: dict[int, set[int]] = {}
             for ref in upstream - queued.keys():
                 number, index = where[ref]

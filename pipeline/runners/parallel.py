@@ -59,7 +59,12 @@ class _Interrupted(BaseException):
 
 def log_path(store: Store, planned: Planned) -> Path:
     """Where a task's stdout and stderr go in a parallel run."""
-    return store.root / ".logs" / planned.step.name / f"{planned.key}.log"
+    return task_log(store.root, planned.step.name, planned.key)
+
+
+def task_log(root: Path, step: str, key: str) -> Path:
+    """A task's own log: its output in a parallel run, its failure in a Slurm job."""
+    return root / ".logs" / step / f"{key}.log"
 
 
 def run_parallel(pending: list[Planned], store: Store, config: Config, allotment: Allotment,

@@ -228,6 +228,9 @@ class Proc:
         out, err = f"{log}.out", f"{log}.err"
         if _server() is None:
             def limit() -> None:
+                # as from a terminal: a test run in the background of a non-interactive shell would
+                # otherwise pass SIGINT on ignored, and Ctrl-C would not reach the command
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if fsize is not None:
                     import resource
 

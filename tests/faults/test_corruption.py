@@ -98,3 +98,32 @@ def test_verify_on_an_intact_root_changes_nothing(reference, tmp_path):
     before = snapshot(root)
     assert ", 0 bad" in ok(pipeline(tmp_path, root, "verify")).stdout
     assert snapshot(root) == before
+
+
+def test_a_manifest_file_entry_without_size_is_one_error_line_naming_it_for_every_command(reference, tmp_path,
+                                                                                          fault_log):
+    """Hand-edited or half-written by another tool: every command that reads the manifest answers with
+    one line naming it (``status`` after saying everything else), none with a traceback."""
+    root = reference.clone(tmp_path / "artifacts", drop=["tabulate"])
+    artifact = _artifact(root, "evaluate", method="ours", train_attack="pgd", test="fgsm")
+    manifest = artifact / "MANIFEST.json"
+    data = json.loads(manifest.read_text())
+    name = sorted(data["files"])[0]
+    del data["files"][name]["size"]
+    manifest.write_text(json.dumps(data))
+    before = digests(root)
+    said = f"artifact manifest {manifest} is corrupt (file entry {name!r} has no valid 'size')"
+    config = ("--config", str(reference.config))
+    run = pipeline(tmp_path, root, "run", "all", *config)
+    tables = pipeline(tmp_path, root, "tables", *config)
+    status = pipeline(tmp_path, root, "status", *config)
+    verify = pipeline(tmp_path, root, "verify")
+    one_line_error(run, said)
+    one_line_error(tables, said)
+    answered = status.returncode == 1 and status.stderr.strip() == f"error: {said}" and "evaluate " in status.stdout
+    found = check(root, before, reference.digests, damaged=artifact)
+    fault_log("malformed MANIFEST.json (a file entry without size)", survived=answered and found.survived,
+              lost=len(found.lost), note="run, tables, status and verify each named it in one line; nothing published")
+    assert answered, (status.stdout[-2000:], status.stderr)
+    assert verify.returncode == 1 and f"BAD  {said}" in verify.stdout, verify.stdout
+    assert found.survived, found

@@ -54,7 +54,9 @@ NARROW = {
 # interrupted at least once, and never before submitit's handler is in place.
 PROFILE = {"cpus_per_task": 1, "mem": "2G", "time": "15", "array_throttle": 2,
            "cpu": {"partition": "debug"}, "gpu": {"partition": "gpu", "gres": "gpu:0"}}
-TIMEOUT = {"steps": {"train-aae": {"time": "2", "signal_delay_s": 85, "max_num_timeout": 10}}}
+# On a loaded machine a run gets little done between its start and the signal: 6-7 requeues were seen,
+# and more than 10 once; the budget is not what this scenario tests.
+TIMEOUT = {"steps": {"train-aae": {"time": "2", "signal_delay_s": 85, "max_num_timeout": 30}}}
 
 
 def _config(path: Path, epochs: int, manifests: Path, checkpoint_every: int | None = None) -> Path:
@@ -268,8 +270,10 @@ def chain(reference, slurm_cluster, tmp_path_factory) -> Iterator[Chain]:
     try:
         run.records.append(_submit(cwd, run.root, reference.config, profile)[1])
         first, second = _ids(run.records[0], "train-aae")
-        wait_until(lambda: _running([first, second]) and watch.latest(keys["ours/fgsm"]) >= reference.epochs // 5,
-                   300, "both trainings to run, ours/fgsm past a fifth of its epochs")
+        # early, so that its sibling still runs when the run is submitted again and the resubmitted one
+        # still runs when slurmd dies, however loaded the machine
+        wait_until(lambda: _running([first, second]) and watch.latest(keys["ours/fgsm"]) >= reference.epochs // 10,
+                   300, "both trainings to run, ours/fgsm past a tenth of its epochs")
         run.queue["in flight"], run.status["in flight"] = in_queue(_jobs(run.records[0])), \
             _status(cwd, run.root, reference.config)
         subprocess.run(["scancel", first], check=True)
@@ -329,16 +333,16 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     stale = _ids(chain.records[0], "evaluate") + _ids(chain.records[0], "tabulate")
     cancelled, output = chain.status["cancelled"], chain.outputs[0]
     fault_log("Slurm: array task cancelled mid-run, `submit` again without `cancel`",
-              survived="cancelled 2 queued job(s) that could never run" in output,
+              survived="cancelled 2 queued jobs (7 tasks) that could never run" in output,
               note="the 2 jobs waiting on it cancelled and replaced, the running sibling left alone; "
                    "resumed from its checkpoint")
     assert "train-aae      0/2 done, 1 cancelled, 1 running" in cancelled
     assert f"  ours/fgsm: cancelled (job {first}, log " in cancelled
     assert re.search(rf"  job {stale[0]} \(6 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
                      rf"train-aae\[ours/fgsm\] cancelled; `pipeline submit` cancels it", cancelled), cancelled
-    assert f"cancelled 2 queued job(s) that could never run (an upstream task failed, was cancelled or is submitted " \
-           f"again): {' '.join(sorted(stale))}" in output
-    assert "already queued by an earlier submission: 1 task(s)" in output  # the running plain_ae training
+    assert f"cancelled 2 queued jobs (7 tasks) that could never run (an upstream task failed, was cancelled or is " \
+           f"submitted again): {' '.join(sorted(stale))}" in output
+    assert "already queued by an earlier submission: 1 task in 1 job" in output  # the running plain_ae training
     resubmitted = chain.records[1]
     assert [j["label"] for j in resubmitted["jobs"]] == ["train-aae[ours/fgsm]", "evaluate[*/*/*]", "tabulate[tables]"]
     (again,), (evaluate,) = _ids(resubmitted, "train-aae"), _ids(resubmitted, "evaluate")
@@ -347,20 +351,23 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     assert jobs["tabulate"]["dependency"] == f"afterok:{again}:{evaluate}:{second}"  # and on the running sibling
     assert chain.queue["resubmitted"].get(second) == "RUNNING"  # never touched
     assert all(counts == sorted(counts) for counts in chain.checkpoints.values()), chain.checkpoints
-    assert chain.resumed_from >= reference.epochs // 5
+    assert chain.resumed_from >= reference.epochs // 10
 
 
 def test_slurmd_killed_mid_task_then_the_run_completes(chain, reference, fault_log):
     """The running trainings are requeued (they may be) and resume, or they fail and ``status`` says
-    so with their job; either way ``submit`` again completes the run."""
+    so with their job, and ``submit`` again completes the run; or the training outlives the outage (its
+    step daemon survives slurmd, which is back before slurmctld ends the job: seen once under load)."""
     again = _ids(chain.records[1], "train-aae")[0]
     requeued = bool({"NODE_FAIL", "REQUEUED"} & set(chain.history))
     failed_clearly = f"  ours/fgsm: failed (job {again}, log " in chain.status["after the outage"] \
         and len(chain.records) == 3
-    fault_log("Slurm: slurmd killed mid-task", survived=chain.node_down and (requeued or failed_clearly),
-              note="node down after SlurmdTimeout=10 s; the running training " + (
-                  "requeued and resumed" if requeued else "failed, named by status, submitted again") +
-              "; run completed")
-    assert chain.node_down and (requeued or failed_clearly), (chain.history, chain.status["after the outage"])
+    outlived = chain.history[-1] == "COMPLETED" and len(chain.records) == 2
+    how = "requeued and resumed" if requeued else "failed, named by status, submitted again" if failed_clearly \
+        else "outlived the outage"
+    fault_log("Slurm: slurmd killed mid-task", survived=chain.node_down and (requeued or failed_clearly or outlived),
+              note=f"node down after SlurmdTimeout=10 s; the running training {how}; run completed")
+    assert chain.node_down and (requeued or failed_clearly or outlived), (chain.history,
+                                                                          chain.status["after the outage"])
     assert all(counts == sorted(counts) for counts in chain.checkpoints.values()), chain.checkpoints
     reference.check(chain.cwd, chain.root)

@@ -146,8 +146,8 @@ def test_a_failed_task_stops_its_dependants_and_cancel_cleans_up(slurm_cluster, 
     assert re.search(r"  job \d+ \(aae_train\) was cancelled by Slurm: its dependency could never be satisfied: "
                      r"sample\[fashion\] failed; `pipeline submit` submits its tasks again", status), status
     record = _record(root)
-    cancelled = checked(pipeline("--artifacts", str(root), "cancel", cwd=tmp_path))
-    assert f"cancelled run {record['run_id']}" in cancelled.stdout
+    cancelled = checked(pipeline("--artifacts", str(root), "cancel", record["run_id"], cwd=tmp_path))
+    assert f"cancelled run {record['run_id']}: {len(record['jobs'])} jobs" in cancelled.stdout
     wait_until(lambda: not in_queue([j["job_id"] for j in record["jobs"]]), 30, "the run's jobs to leave the queue")
     assert not Store(root).is_complete(*victim)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 class TrivialRunner:
     """Takes the task runner's arguments and builds nothing."""
 
-    def __init__(self, *args) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         pass
 
     def __call__(self, task_ids, keys) -> list[str]:

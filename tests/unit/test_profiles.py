@@ -303,16 +303,20 @@ def test_states_come_from_one_sacct_and_one_squeue_call(tmp_path, config, monkey
     assert len(squeue.read_text().splitlines()) == 1 and "-j 11,12" in squeue.read_text()
 
 
-def test_cancel_cancels_a_whole_run_with_one_scancel(tmp_path, monkeypatch):
+def test_cancel_cancels_every_submission_with_jobs_in_the_queue_with_one_scancel(tmp_path, monkeypatch):
     records = tmp_path / slurm.RECORDS
     records.mkdir()
-    for run, ids in (("20260101-000000-aaaa", ["1", "2"]), ("20260102-000000-bbbb", ["5", "6", "7"])):
+    for run, ids in (("20260101-000000-aaaa", ["1", "2"]), ("20260102-000000-bbbb", ["5", "6", "7"]),
+                     ("20260103-000000-cccc", ["9"])):
         (records / f"{run}.json").write_text(json.dumps({"run_id": run, "log_folder": str(records / run),
                                                          "jobs": [{"job_id": i, "tasks": []} for i in ids]}))
     calls = _fake(tmp_path / "bin", "scancel", "")
+    squeue = _fake(tmp_path / "bin", "squeue", "1|COMPLETED|None\n2_0|RUNNING|None\n2_1|PENDING|Resources\n"
+                                               "6|PENDING|Dependency\n9|CANCELLED|None")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    assert slurm.cancel(tmp_path) == ("20260102-000000-bbbb", ["5", "6", "7"])
-    assert slurm.cancel(tmp_path, "20260101-000000-aaaa")[1] == ["1", "2"]
-    assert calls.read_text().splitlines() == ["5 6 7", "1 2"]
+    assert slurm.cancel(tmp_path) == (["20260101-000000-aaaa", "20260102-000000-bbbb"], ["2", "6"])
+    assert squeue.read_text().split()[-1] == "1,2,5,6,7,9"  # one query for every recorded job
+    assert slurm.cancel(tmp_path, "20260101-000000-aaaa") == (["20260101-000000-aaaa"], ["1", "2"])
+    assert calls.read_text().splitlines() == ["2 6", "1 2"]
     with pytest.raises(PipelineError, match="no submission 'nope'"):
         slurm.cancel(tmp_path, "nope")

@@ -1,4 +1,5 @@
-"""``write``: three tiny independent tasks; the ones named in ``$FAKESTEPS_FAIL`` fail with a user error."""
+"""``write``: three tiny independent tasks; the ones named in ``$FAKESTEPS_FAIL`` fail with a user error,
+those in ``$FAKESTEPS_BUG`` with an unexpected exception."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pipeline.errors import PipelineError
 def run(ctx, task: Task) -> None:
     if task.id in os.environ.get("FAKESTEPS_FAIL", "").split(","):
         raise PipelineError(f"task {task.id} was told to fail")
+    if task.id in os.environ.get("FAKESTEPS_BUG", "").split(","):
+        raise KeyError("size")  # as a manifest file entry without "size" once raised in Artifact.verify
     (ctx.out / "value.txt").write_text(task.id)
 
 
