@@ -36,6 +36,7 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, image_
     from pipeline.device import select_device
     from pipeline.losses import LossParams, bind_loss
     from pipeline.models import build_model
+    from pipeline.progress import ProgressFile
     from pipeline.sanity import held_out_count, held_out_psnr
     from pipeline.training import NOT_LOSSES, TrainSpec, plot_history, train, write_history_csv
 
@@ -54,7 +55,8 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, image_
     models = {"model": model, **frozen}
     started = time.perf_counter()
     history = train({"model": model}, bind_loss(loss, models, params), train_data, spec,
-                    ctx.work / "checkpoint.pt", device, progress=ctx.progress)
+                    ctx.work / "checkpoint.pt", device, progress=ctx.progress,
+                    after_epoch=ProgressFile(ctx.work, spec.epochs))
     seconds = time.perf_counter() - started
     held_out = held_out_psnr(loss, models, {k: v[n_train:] for k, v in tensors.items()},
                              train_data.get("target", train_data["x"]), device)

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.dag import Plan, Planned
+from pipeline.progress import status_lines as training_progress
 from pipeline.store import Store
 
 
@@ -49,6 +50,7 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
         queued = "".join(f", {n} {state}" for state, n in counts.items())
         yield f"{step:<14} {len(done)}/{len(items)} done{queued}"
         yield from _problems(plan, [p for p in items if not p.complete], states)
+        yield from training_progress(store, [p for p in items if not p.complete])
         manifests = [(p, store.open(p.task.step, p.key).manifest) for p in done]
         step_report = plan.steps[step].report
         if step_report is not None:
