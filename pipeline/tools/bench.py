@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 import pipeline
 from jobs import artifacts
+from pipeline.accounting import mebibytes
 from pipeline.config import ATTACKED_ROLES, Config, load_config
 from pipeline.dag import Plan, Planned, all_tasks, build_plan, discover
 from pipeline.data.shards import ShardSet
@@ -557,12 +558,6 @@ def bench_latency(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
 
 
 # ---------------------------------------------------------------- memory
-
-
-def mebibytes(slurm_mem: str) -> float:
-    """A Slurm memory size (``16G``; no suffix: megabytes) in MiB."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem).groups()
-    return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
 
 
 def run_task(argv: Sequence[str]) -> None:

@@ -1,0 +1,54 @@
+"""On a real Slurm with slurmdbd: ``pipeline status`` shows a running job's training epoch and ETA from
+the shared work directory, and ``pipeline accounting`` reads what finished jobs cost from sacct."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.slurm.conftest import LOCAL_PROFILE, checked, pipeline, wait_for_empty_queue, wait_until
+
+pytestmark = pytest.mark.slurm
+
+SMOKE = ("--config", "smoke", "--set", "seeds=[0]", "--set", "runtime.threads=1")
+EPOCHS = 400  # long enough to be caught running
+
+
+def _job_ids(root: Path) -> list[str]:
+    return [job["job_id"] for path in sorted((root / ".submissions").glob("*.json"))
+            for job in json.loads(path.read_text())["jobs"]]
+
+
+def test_status_follows_a_slurm_training_and_accounting_reads_sacct(slurm_cluster, tmp_path):
+    root = tmp_path / "artifacts"
+    long = (*SMOKE, "--set", f"cae.optim.epochs={EPOCHS}")
+    checked(pipeline("--artifacts", str(root), "submit", "train-cae", *long, "--profile", str(LOCAL_PROFILE),
+                     cwd=tmp_path))
+
+    def training_line() -> str | None:
+        status = checked(pipeline("--artifacts", str(root), "status", *long, cwd=tmp_path)).stdout
+        return next((line for line in status.splitlines() if line.startswith("  main: epoch ")), None)
+
+    line = wait_until(training_line, 600, "the running training's progress in `pipeline status`", every=2.0)
+    assert f"/{EPOCHS}  " in line and "total " in line and " ETA " in line and "(updated " in line, line
+    checked(pipeline("--artifacts", str(root), "cancel", cwd=tmp_path))
+    wait_for_empty_queue(_job_ids(root), 300)
+
+    checked(pipeline("--artifacts", str(root), "submit", "train-cae", *SMOKE, "--profile", str(LOCAL_PROFILE),
+                     cwd=tmp_path))  # sample is done: one train-cae job
+    wait_for_empty_queue(_job_ids(root), 600)
+    printed = checked(pipeline("--artifacts", str(root), "accounting", *SMOKE, "--out", str(tmp_path / "cost.csv"),
+                               cwd=tmp_path)).stdout
+    with open(tmp_path / "cost.csv") as handle:
+        rows = {row["step"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"sample", "train-cae"}, printed
+    for step, tasks, gpu in (("sample", 3, False), ("train-cae", 1, True)):
+        row = rows[step]
+        assert row["source"] == "slurm" and int(row["tasks"]) == tasks and int(row["jobs"]) == tasks, row
+        assert float(row["wall_s_max"]) > 0 and float(row["cpu_hours"]) > 0 and int(row["requeues"]) == 0
+        assert (float(row["gpu_hours"]) > 0) == gpu, row  # the gpu partition's fake V100, from AllocTRES
+        assert 20 < float(row["peak_rss_mib"]) < float(row["mem_mib"]) == 3 * 1024, row  # MaxRSS < the profile's 3G
+    assert 'train-cae: {time: "00:01:00", mem: ' in printed and "# from slurm" in printed
