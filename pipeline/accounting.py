@@ -93,8 +93,8 @@ def suggest_time(seconds: float) -> str:
 
 
 def suggest_mem(mib: float) -> str:
-    """A Slurm memory size at or above ``mib``: 256M steps below 1G, whole G above."""
-    return f"{math.ceil(mib / 1024)}G" if mib > 1024 else f"{max(256, math.ceil(mib / 256) * 256)}M"
+    """A Slurm memory size at or above ``mib``: 256M steps up to 768M, whole G above."""
+    return f"{math.ceil(mib / 1024)}G" if mib > 768 else f"{max(256, math.ceil(mib / 256) * 256)}M"
 
 
 def mebibytes(text: str) -> float | None:

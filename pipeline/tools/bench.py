@@ -388,8 +388,9 @@ def attack_direct(bench: Bench, case: AttackCase) -> float:
 
 
 def attack_note(images: int, step_s: float, parts: dict[str, list[float]]) -> str:
-    """Where the step's time goes, in ms (medians of each part over the repetitions)."""
-    pieces = [f"{name} {statistics.median(values) * 1e3:.0f}" for name, values in parts.items()]
+    """Where the step's time goes, in ms (medians of each part over the repetitions), largest first."""
+    medians = sorted(((statistics.median(v), name) for name, v in parts.items()), reverse=True)
+    pieces = [f"{name} {seconds * 1e3:.0f}" for seconds, name in medians]
     return f"{images} img; step {step_s * 1e3:.0f} ms = " + ", ".join(pieces)
 
 

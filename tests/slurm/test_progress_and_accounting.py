@@ -45,7 +45,7 @@ def test_status_follows_a_slurm_training_and_accounting_reads_sacct(slurm_cluste
     with open(tmp_path / "cost.csv") as handle:
         rows = {row["step"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"sample", "train-cae"}, printed
-    for step, tasks, gpu in (("sample", 3, False), ("train-cae", 1, True)):
+    for step, tasks, gpu in (("sample", 1, False), ("train-cae", 1, True)):  # train-cae reads one sample task
         row = rows[step]
         assert row["source"] == "slurm" and int(row["tasks"]) == tasks and int(row["jobs"]) == tasks, row
         assert float(row["wall_s_max"]) > 0 and float(row["cpu_hours"]) > 0 and int(row["requeues"]) == 0
