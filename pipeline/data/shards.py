@@ -86,7 +86,7 @@ class ShardWriter:
         parts = self.buffered.setdefault(name, [])
         parts.append(np.asarray(batch))
         start = self.handed.get(name, 0)
-        have = start + sum(len(p) for p in parts)
+        have = start + sum(map(len, parts))
         if have > self.rows:
             raise ValueError(f"{name}: {have} rows appended to a shard of {self.rows}")
         stop = have if have == self.rows else have - have % _CHUNK_IMAGES
