@@ -37,6 +37,7 @@ def test_suggested_time_limits(seconds, limit):
     assert suggest_time(seconds) == limit
 
 
-@pytest.mark.parametrize("mib, mem", [(10, "256M"), (300, "512M"), (768, "768M"), (858, "1G"), (1025, "2G"), (20000, "20G")])
+@pytest.mark.parametrize("mib, mem", [(10, "256M"), (300, "512M"), (768, "768M"), (858, "1G"), (1025, "2G"),
+                                      (20000, "20G")])
 def test_suggested_memory(mib, mem):
     assert suggest_mem(mib) == mem

@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
+from pipeline import progress as progress_module
 from pipeline.config import load_config
 from pipeline.dag import build_plan
 from pipeline.losses import LossParams, bind_loss
 from pipeline.models import ConvVAE
 from pipeline.progress import PROGRESS, ProgressFile, describe, duration, status_lines
 from pipeline.store import Store
-from pipeline.training import TrainSpec, train
+from pipeline.training import NOT_LOSSES, TrainSpec, train
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +76,7 @@ def test_the_status_line_shows_held_out_figures_and_says_when_a_task_stopped_wri
                                            (7500, "2h05m"), (3 * 86400 + 4 * 3600, "3d04h")])
 def test_durations(seconds, text):
     assert duration(seconds) == text
+
+
+def test_status_knows_the_trainers_non_loss_columns_without_importing_torch():
+    assert progress_module._NOT_LOSSES == NOT_LOSSES
