@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -64,10 +65,10 @@ class ShardWriter:
         import h5py
 
         self.path, self.rows, self.codec = Path(path), rows, CODECS[codec]
-        with _write_errors(self.path):
-            self.handle = h5py.File(self.path, "w", track_order=True)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.handle: Any = None
         self.pending: list[Future] = []
+        self._attempt(lambda: setattr(self, "handle", h5py.File(self.path, "w", track_order=True)))
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self.buffered: dict[str, list[np.ndarray]] = {}
         self.handed: dict[str, int] = {}  # rows of each appended array given to the thread
 
@@ -75,10 +76,11 @@ class ShardWriter:
         return self
 
     def __exit__(self, *failure: object) -> None:
-        """Stop the thread and close the file (``finish`` has, unless the caller failed)."""
+        """Stop the thread; close the file if ``finish`` did not (the caller failed)."""
         self.pool.shutdown(cancel_futures=True)
-        with contextlib.suppress(Exception):
-            self.handle.close()
+        if self.handle is not None:
+            with _quiet():
+                self._abandon()
 
     def append(self, name: str, batch: np.ndarray) -> None:
         """The next rows of image-like array ``name`` (``rows`` rows in all); written in the background
@@ -97,6 +99,10 @@ class ShardWriter:
             self.handed[name] = stop
 
     def _write_rows(self, name: str, start: int, block: np.ndarray) -> None:
+        """In the thread: ``block`` as rows ``start...`` of ``name``, created with its first rows."""
+        _translated(self.path, lambda: self._put(name, start, block))
+
+    def _put(self, name: str, start: int, block: np.ndarray) -> None:
         if name not in self.handle:
             chunks = (min(self.rows, _CHUNK_IMAGES),) + block.shape[1:]
             # no chunk cache: each whole chunk is compressed and written now, in this thread
@@ -110,15 +116,34 @@ class ShardWriter:
         short = {name: n for name, n in appended.items() if n < self.rows}
         if short:
             raise ValueError(f"appended arrays {short} have fewer rows than the shard's {self.rows}")
-        with _write_errors(self.path):
-            try:
-                for pending in self.pending:
-                    pending.result()
-                for name, array in arrays.items():
-                    _create(self.handle, name, np.asarray(array), self.codec)
-                self.handle.attrs.update(dict(attrs))
-            finally:
-                self.handle.close()
+        self._attempt(lambda: self._complete(arrays, attrs))
+
+    def _complete(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        for pending in self.pending:
+            pending.result()
+        for name, array in arrays.items():
+            _create(self.handle, name, np.asarray(array), self.codec)
+        self.handle.attrs.update(dict(attrs))
+        self.handle.close()
+        self.handle = None
+
+    def _attempt(self, action: Callable[[], None]) -> None:
+        """``_translated(action)``; after a failure, the file is closed as well as it can be and every
+        HDF5 object of the shard dies, quietly, before the OSError is raised."""
+        try:
+            _translated(self.path, action)
+        except OSError:
+            with _quiet():
+                self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Close the file as well as it can be and drop every reference to it (a failed thread's
+        exception holds some of its objects), so that they die now: call with ``_quiet``."""
+        with contextlib.suppress(Exception):
+            self.handle.close()
+        self.handle, self.pending = None, []
+        gc.collect()
 
 
 def _create(handle, name: str, array: np.ndarray, codec: Callable[[int], dict[str, Any]]) -> None:
@@ -133,26 +158,44 @@ def _create(handle, name: str, array: np.ndarray, codec: Callable[[int], dict[st
         handle.create_dataset(name, data=array)
 
 
-@contextlib.contextmanager
-def _write_errors(path: Path) -> Iterator[None]:
-    """A failed HDF5 write becomes one OSError naming the file, with the errno HDF5 saw."""
+def _translated(path: Path, action: Callable[[], None]) -> None:
+    """``action()``; a failed HDF5 write in it (e.g. a full disk) becomes one OSError naming the file,
+    with the errno HDF5 saw, raised once the failed write's HDF5 objects have died quietly."""
     failure = None
-    # HDF5 objects that cannot flush complain again (tracebacks on stderr) as they die: not twice
-    hooks = sys.unraisablehook, sys.excepthook
-    sys.unraisablehook = sys.excepthook = lambda *_: None
-    try:
+    with _quiet():
         try:
-            yield
+            action()
         except (OSError, RuntimeError) as err:
-            found = re.search(r"errno = (\d+)", str(err))
-            code = int(found[1]) if found else errno.EIO
+            found = re.search(r"errno = (\d+)", str(err))  # HDF5's message; the writer thread's OSError has it
+            code = int(found[1]) if found else getattr(err, "errno", None) or errno.EIO
             failure = OSError(code, f"cannot write HDF5 shard: {os.strerror(code)}", str(path))
         if failure is not None:
-            gc.collect()  # the failed write's HDF5 objects die here, once its exception is gone
-    finally:
-        sys.unraisablehook, sys.excepthook = hooks
+            gc.collect()  # the objects die here, once the exception that held them is gone
     if failure is not None:
         raise failure
+
+
+_QUIET = threading.Lock()
+_quiet_depth, _hooks = 0, (sys.unraisablehook, sys.excepthook)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """HDF5 objects that cannot flush complain as they die (tracebacks on stderr): silence them, in any
+    thread (the windows of the main thread and the writer thread may overlap)."""
+    global _quiet_depth, _hooks
+    with _QUIET:
+        if _quiet_depth == 0:
+            _hooks = sys.unraisablehook, sys.excepthook
+            sys.unraisablehook = sys.excepthook = lambda *_: None
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _QUIET:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                sys.unraisablehook, sys.excepthook = _hooks
 
 
 def read_shard(path: Path, names: Sequence[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
