@@ -86,6 +86,7 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, start:
     the mean-image floor (summary ``heldout``, ``not_trained``). Writes the model, ``history.csv``
     and ``losses.png``."""
     from pipeline.device import select_device
+    from pipeline.progress import ProgressFile
     from pipeline.sanity import held_out_psnr, not_trained, reference_images
     from pipeline.training import NOT_LOSSES, plot_history, train, write_history_csv
 
@@ -95,7 +96,7 @@ def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, start:
     run = setup(loss, section, start, image_shape, frozen or {}, device, n_train)
     started = time.perf_counter()
     history = train({"model": run.model}, run.loss, train_data, run.spec, ctx.work / CHECKPOINT, device,
-                    progress=ctx.progress)
+                    progress=ctx.progress, after_epoch=ProgressFile(ctx.work, run.spec.epochs))
     seconds = time.perf_counter() - started
     references = reference_images(train_data.get("target", train_data["x"]),
                                   None if labels is None else labels[:n_train],

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -13,8 +14,11 @@ import numpy as np
 from jobs.artifacts import ADVERSARIAL, attack_task_id, load_victim, shard_ranges, split_shards, victim_task_parts
 from pipeline.config import ATTACKED_ROLES, AttackConfig
 from pipeline.dag import Ref, Resources, Step, Task
-from pipeline.data.shards import write_shard
+from pipeline.data.shards import ShardWriter
 from pipeline.errors import PipelineError
+
+#: the codec of the adversarial images (``pipeline.data.shards.CODECS``): version 2 switched to zstd
+SHARD_CODEC = "zstd"
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -43,52 +47,73 @@ def run(ctx, task: Task) -> None:
     from pipeline.victims import predict
 
     c = task.config
+    phases: dict[str, float] = {}
     device = select_device(ctx.config.runtime)
-    victim = load_victim(ctx.inputs, c["victim"], device)
-    rows = split_shards(ctx.input("clean"), c["role"]).read(c["start"], c["stop"], ["images", "labels"])
-    clean = torch.from_numpy(rows["images"]).float() / 255
-    true_labels = torch.from_numpy(rows["labels"])
-    clean_pred = predict(victim, clean, device)
+    with timed(phases, "load victim"):
+        victim = load_victim(ctx.inputs, c["victim"], device)
+    with timed(phases, "read shard"):
+        rows = split_shards(ctx.input("clean"), c["role"]).read(c["start"], c["stop"], ["images", "labels"])
+        clean = torch.from_numpy(rows["images"]).float() / 255
+        true_labels = torch.from_numpy(rows["labels"])
+    with timed(phases, "predict"):
+        clean_pred = predict(victim, clean, device)
     if c["labels"] == "true" and bool((true_labels < 0).any()):
         raise PipelineError(f"attack.labels is 'true' but role {c['role']} has no labels")
     labels = clean_pred if c["labels"] == "victim" else true_labels
     attack = build_attack(c["attack"], victim, c["params"])
     dtype = getattr(torch, c["storage_dtype"])
     stored, raw_pred = [], []
-    started = time.perf_counter()
-    for lo in range(0, len(clean), c["batch_size"]):
-        hi = min(lo + c["batch_size"], len(clean))
-        torch.manual_seed(derived_seed(c["seed"], c["role"], c["attack"], c["start"] + lo))
-        adv = attack(clean[lo:hi].to(device), labels[lo:hi].to(device)).detach()
-        if not bool(torch.isfinite(adv).all()):
-            raise PipelineError(f"attack {c['attack']} returned NaN/inf on {c['role']} rows "
-                                f"{c['start'] + lo}:{c['start'] + hi}; nothing was published")
-        stored.append(adv.clamp(0, 1).to(dtype).cpu())
-        if dtype != torch.float32:  # a lossy round trip: keep the predictions from before it too
-            raw_pred.append(predict(victim, adv, device))
-    seconds = time.perf_counter() - started
-    adv_images = torch.cat(stored)
-    adv_pred = predict(victim, adv_images.float(), device)
-    raw_pred = raw_pred or [adv_pred]
-    delta = (adv_images.float() - clean).flatten(1)
-    success, success_raw = adv_pred != labels, torch.cat(raw_pred) != labels
-    write_shard(ctx.out / ADVERSARIAL, {
-        "images": adv_images.numpy(),
-        "rows": np.arange(c["start"], c["stop"], dtype=np.int64),
-        "attack_labels": labels.numpy(),
-        "true_labels": true_labels.numpy(),
-        "clean_pred": clean_pred.numpy(),
-        "adv_pred": adv_pred.numpy(),
-        "success": success.numpy(),
-        "linf": delta.abs().amax(1).numpy(),
-        "l2": delta.norm(dim=1).numpy(),
-    }, {"role": c["role"], "attack": c["attack"]})
+    # each batch's images are compressed and written in the background while the next one is attacked
+    with ShardWriter(ctx.out / ADVERSARIAL, len(clean), SHARD_CODEC) as shard:
+        for lo in range(0, len(clean), c["batch_size"]):
+            hi = min(lo + c["batch_size"], len(clean))
+            with timed(phases, "attack"):
+                torch.manual_seed(derived_seed(c["seed"], c["role"], c["attack"], c["start"] + lo))
+                adv = attack(clean[lo:hi].to(device), labels[lo:hi].to(device)).detach()
+                # one float64 sum, not an element-wise test: NaN or inf anywhere makes it non-finite
+                if not bool(torch.isfinite(adv.sum(dtype=torch.float64))):
+                    raise PipelineError(f"attack {c['attack']} returned NaN/inf on {c['role']} rows "
+                                        f"{c['start'] + lo}:{c['start'] + hi}; nothing was published")
+                stored.append(adv.clamp(0, 1).to(dtype).cpu())
+            shard.append("images", stored[-1].numpy())
+            if dtype != torch.float32:  # a lossy round trip: keep the predictions from before it too
+                with timed(phases, "predict"):
+                    raw_pred.append(predict(victim, adv, device))
+        adv_images = torch.cat(stored)
+        with timed(phases, "predict"):
+            adv_pred = predict(victim, adv_images.float(), device)
+        raw_pred = raw_pred or [adv_pred]
+        delta = (adv_images.float() - clean).flatten(1)
+        linf, l2 = delta.abs().amax(1), delta.norm(dim=1)
+        success, success_raw = adv_pred != labels, torch.cat(raw_pred) != labels
+        with timed(phases, "hdf5 write (not overlapped)"):
+            shard.finish({
+                "rows": np.arange(c["start"], c["stop"], dtype=np.int64),
+                "attack_labels": labels.numpy(),
+                "true_labels": true_labels.numpy(),
+                "clean_pred": clean_pred.numpy(),
+                "adv_pred": adv_pred.numpy(),
+                "success": success.numpy(),
+                "linf": linf.numpy(),
+                "l2": l2.numpy(),
+            }, {"role": c["role"], "attack": c["attack"]})
     ctx.summary.update({
         "n": len(clean), "success": float(success.float().mean()),
         "success_before_storage": float(success_raw.float().mean()),
-        "linf": float(delta.abs().amax(1).mean()), "l2": float(delta.norm(dim=1).mean()),
-        "images_per_s": len(clean) / seconds, "device": str(device),
+        "linf": float(linf.mean()), "l2": float(l2.mean()),
+        "images_per_s": len(clean) / phases["attack"], "device": str(device),
+        "seconds": {name: round(seconds, 4) for name, seconds in phases.items()},
     })
+
+
+@contextlib.contextmanager
+def timed(into: dict[str, float], name: str) -> Iterator[None]:
+    """Add the seconds the block took to ``into[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[name] = into.get(name, 0.0) + time.perf_counter() - start
 
 
 def report(done: list[tuple[Task, dict]]) -> list[str]:
@@ -109,7 +134,7 @@ def report(done: list[tuple[Task, dict]]) -> list[str]:
 
 STEP = Step(
     name="attack",
-    version=2,
+    version=3,
     needs=("sample", "train-victim"),
     reads=("attack", "victim", "sample"),
     resources=Resources(cpus=4, gpus=1, mem="16G", time="04:00:00"),

@@ -62,6 +62,7 @@ def run(ctx, task: Task) -> None:
     from pipeline.convergence import plateaued
     from pipeline.device import select_device
     from pipeline.models import reconstruct
+    from pipeline.progress import ProgressFile
     from pipeline.sanity import HeldOut
     from pipeline.training import train, write_history_csv
 
@@ -87,9 +88,13 @@ def run(ctx, task: Task) -> None:
     recover = spec.recover(model.models, None)
     at_epoch = {max(1, round(step / per_epoch)): step for step in c["eval_steps"]}
 
+    progress = ProgressFile(ctx.work, max(at_epoch))  # `pipeline status` shows how far the longest budget is
+
     def after_epoch(row: dict[str, Any]) -> dict[str, Any] | None:
         done = row["epoch"] + 1
-        return {"step": done * per_epoch, **measure(model.models, model.loss, recover)} if done in at_epoch else None
+        measured = {"step": done * per_epoch, **measure(model.models, model.loss, recover)} if done in at_epoch else None
+        progress({**row, **(measured or {})})
+        return measured
 
     trainable = {"x": train_part["x"], **({"target": train_part["clean"]} if target == "clean" else {})}
     budget = max(1, round(c["steps"] / per_epoch))

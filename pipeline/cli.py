@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pipeline.cli_accounting import register as register_accounting_command
 from pipeline.cli_common import ARTIFACTS_HELP, Session, accept_group_options, config_options, fail_cleanly
 from pipeline.cli_slurm import register as register_slurm_commands
 from pipeline.errors import PipelineError
@@ -209,6 +210,7 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
 
 register_slurm_commands(main)
 register_bench_command(main)
+register_accounting_command(main)
 accept_group_options(main)
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pipeline.dag import Planned
 from pipeline.errors import PipelineError
 from pipeline.kernels import ensure as ensure_cpu_kernels
 from pipeline.store import Artifact, Store
+from pipeline.usage import Meter
 
 
 @dataclass
@@ -62,6 +63,7 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
         # inputs are read in full anyway: hashing them too catches corruption of the same size
         inputs = {name: store.open(s, k, full=True) for name, (s, k) in planned.inputs.items()}
         reset_rngs()
+        meter = Meter()
         started = time.time()
         work = store.workdir(step.name, planned.key)
         with store.staging(step.name, planned.key) as tmp, _failure_cleanup(planned, work, tmp):
@@ -83,6 +85,7 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
                 "started": _iso(started),
                 "finished": _iso(finished),
                 "seconds": round(finished - started, 3),
+                "usage": meter.read(),
             })
     return "ran"
 

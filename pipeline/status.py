@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import Config
 from pipeline.dag import Plan, Planned
 from pipeline.errors import PipelineError
+from pipeline.progress import status_lines as training_progress
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
         queued = "".join(f", {n} {state}" for state, n in counts.items())
         yield f"{step:<14} {len(done)}/{len(items)} done{queued}"
         yield from _problems(plan, [p for p in items if not p.complete], states)
+        yield from training_progress(store, [p for p in items if not p.complete])
         manifests = []
         for p in done:
             try:

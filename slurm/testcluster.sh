@@ -336,7 +336,8 @@ AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+# MaxRSS comes from samples, not from the end of a step: every second, or seconds-long jobs have none
+JobAcctGatherFrequency=task=1
 JobCompType=jobcomp/none
 $host_line NodeAddr=127.0.0.1 Gres=gpu:v100:1 State=UNKNOWN
 PartitionName=debug Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP

@@ -8,7 +8,6 @@ first. See ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 import pipeline
 from jobs import artifacts
+from pipeline.accounting import mebibytes
 from pipeline.config import ATTACKED_ROLES, Config, load_config
 from pipeline.dag import Plan, Planned, all_tasks, build_plan, discover
 from pipeline.data.shards import ShardSet
@@ -47,7 +47,7 @@ ATTACK_IMAGES = {"fgsm": 250, "bim": 250, "pgd": 64, "jsma": 2, "cw": 8}  # per 
 # the config's shard); the cheap attacks get more, so per-task costs weigh as in a real shard
 ATTACK_DEFAULT_IMAGES = 16
 MEMORY_BUILD_LIMIT = 25  # memory/<step> builds at most this many missing upstream tasks
-GROUPS = ("train", "attack", "hdf5-read", "latency", "memory", "parallel", "kernels")
+GROUPS = ("train", "attack", "shard-write", "hdf5-read", "latency", "memory", "parallel", "kernels")
 REPO = Path(pipeline.__file__).resolve().parent.parent
 
 
@@ -97,14 +97,6 @@ def interleave(sides: Sequence[Callable[[], float]], repeat: int) -> list[float]
             side = (i + rep) % len(sides)
             times[side].append(sides[side]())
     return [statistics.median(t) for t in times]
-
-
-@contextlib.contextmanager
-def timed(into: dict[str, list[float]], name: str) -> Iterator[None]:
-    """Append the seconds the block took to ``into[name]``."""
-    start = time.perf_counter()
-    yield
-    into.setdefault(name, []).append(time.perf_counter() - start)
 
 
 def ratio_row(name: str, unit: str, ours: float, reference: float, note: str = "",
@@ -349,11 +341,19 @@ def attack_case(bench: Bench, name: str) -> AttackCase:
     return AttackCase(name, planned, config, victim, clean)
 
 
-def attack_step(bench: Bench, case: AttackCase) -> float:
-    """Seconds of the whole forced task: input checks, the attack, predictions, HDF5, publishing."""
+def attack_step(bench: Bench, case: AttackCase, parts: dict[str, list[float]]) -> float:
+    """Seconds of the whole forced task: input checks, the attack, predictions, HDF5, publishing. Its
+    parts go to ``parts``: the phases the step times itself (its manifest's ``summary.seconds``), what
+    else ran inside the step, and what ``execute`` adds around it (input checks, publishing, manifest)."""
     start = time.perf_counter()
     execute(case.planned, bench.store, case.config)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    manifest = bench.store.open("attack", case.planned.key).manifest
+    phases = manifest["summary"]["seconds"]
+    for name, value in {**phases, "rest of the step": manifest["seconds"] - sum(phases.values()),
+                        "execute": seconds - manifest["seconds"]}.items():
+        parts.setdefault(name, []).append(value)
+    return seconds
 
 
 def attack_direct(bench: Bench, case: AttackCase) -> float:
@@ -376,33 +376,10 @@ def attack_direct(bench: Bench, case: AttackCase) -> float:
     return time.perf_counter() - start
 
 
-def attack_parts(bench: Bench, case: AttackCase, into: dict[str, list[float]]) -> None:
-    """Time, one by one, the step's work besides the attack and predictions (on the shard it just wrote)."""
-    from pipeline.data.shards import read_shard, write_shard
-
-    planned, c, store = case.planned, case.planned.task.config, bench.store
-    with timed(into, "verify inputs"):
-        inputs = {n: store.open(s, k, full=True) for n, (s, k) in planned.inputs.items()}
-    with timed(into, "load victim"):
-        artifacts.load_victim(inputs, c["victim"], bench.device)
-    with timed(into, "read shard"):
-        artifacts.split_shards(inputs["clean"], c["role"]).read(c["start"], c["stop"], ["images", "labels"])
-    written = read_shard(store.open("attack", planned.key).file(artifacts.ADVERSARIAL))
-    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
-        aside = Store(Path(tmp))
-        with aside.staging("attack", planned.key) as staging:
-            with timed(into, "hdf5 write"):
-                write_shard(staging / artifacts.ADVERSARIAL, written)
-            with timed(into, "publish"):
-                aside.publish(staging, "attack", planned.key, {})
-
-
-def attack_note(images: int, step_s: float, direct_s: float, parts: dict[str, list[float]]) -> str:
-    """Where the step's time goes, in ms (medians)."""
-    medians = {name: statistics.median(v) for name, v in parts.items()}
-    other = step_s - direct_s - sum(medians.values())
-    pieces = [f"attack and predictions {direct_s * 1e3:.0f}", *(f"{n} {s * 1e3:.0f}" for n, s in medians.items()),
-              f"other {other * 1e3:.0f}"]
+def attack_note(images: int, step_s: float, parts: dict[str, list[float]]) -> str:
+    """Where the step's time goes, in ms (medians of each part over the repetitions), largest first."""
+    medians = sorted(((statistics.median(v), name) for name, v in parts.items()), reverse=True)
+    pieces = [f"{name} {seconds * 1e3:.0f}" for seconds, name in medians]
     return f"{images} img; step {step_s * 1e3:.0f} ms = " + ", ".join(pieces)
 
 
@@ -415,18 +392,56 @@ def bench_attacks(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
         bench.log(f"bench: attack/{name}: task {case.planned.label}, {len(case.clean)} image(s)")
         attack_direct(bench, case)  # warm-up
         parts: dict[str, list[float]] = {}
-
-        def step() -> float:
-            seconds = attack_step(bench, case)
-            attack_parts(bench, case, parts)
-            return seconds
-
-        step_s, direct_s = interleave([step, lambda: attack_direct(bench, case)], bench.repeat)
+        step_s, direct_s = interleave([lambda: attack_step(bench, case, parts), lambda: attack_direct(bench, case)],
+                                      bench.repeat)
         n = len(case.clean)
-        row = ratio_row(f"attack/{name}", "img/s", n / step_s, n / direct_s)
-        row.note = attack_note(n, step_s, direct_s, parts) if not row.passed else f"{n} img"
-        rows.append(row)
+        rows.append(ratio_row(f"attack/{name}", "img/s", n / step_s, n / direct_s, attack_note(n, step_s, parts)))
     return rows
+
+
+# ---------------------------------------------------------------- shard-write
+
+#: Images per second an attack produces on a GPU, the most demanding case: FGSM on the first 50
+#: CIFAR-10 images against a PreAct ResNet-18 (RobustBench's Wong2020Fast) takes 5 ms on a GeForce
+#: RTX 2080 (torchattacks' README, "Performance Comparison"), i.e. 10,000 images/s; a V100 is faster.
+GPU_ATTACK_IMAGES_PER_S = 10_000
+
+
+def bench_shard_write(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
+    """MB/s of ``write_shard`` on a real adversarial shard with the attack step's codec, against the
+    bytes per second an attack produces on a GPU; the note compares size and speed with gzip."""
+    import jobs.attack
+    from pipeline.data.shards import read_shard, write_shard
+
+    name = bench.config.attack.names[0]
+    if not wants(name):
+        return []
+    case = attack_case(bench, name)
+    if not bench.store.is_complete("attack", case.planned.key):
+        execute(case.planned, bench.store, case.config)
+    arrays = read_shard(bench.store.open("attack", case.planned.key).file(artifacts.ADVERSARIAL))
+    images = arrays["images"]
+    sizes: dict[str, int] = {}
+
+    def write(codec: str) -> float:
+        path = bench.scratch / f"shard-{codec}.h5"
+        start = time.perf_counter()
+        write_shard(path, arrays, codec=codec)
+        seconds = time.perf_counter() - start
+        sizes[codec] = path.stat().st_size
+        path.unlink()
+        return seconds
+
+    ours, gzip = jobs.attack.SHARD_CODEC, "gzip"
+    bench.log(f"bench: shard-write/{name}: {len(images)} img {images.dtype}, {ours} and {gzip} interleaved")
+    ours_s, gzip_s = interleave([lambda: write(ours), lambda: write(gzip)], max(bench.repeat, 5))
+    megabytes = sum(a.nbytes for a in arrays.values()) / 1e6
+    produced = GPU_ATTACK_IMAGES_PER_S * images[0].nbytes / 1e6
+    note = (f"ratio = MB/s written / MB/s an attack produces on a GPU ({GPU_ATTACK_IMAGES_PER_S} img/s x "
+            f"{images[0].nbytes} B, FGSM per torchattacks' README); attack/{name}'s shard, {len(images)} img "
+            f"{images.dtype}, {ours} {sizes[ours] / 1e3:.0f} kB; {gzip}: {sizes[gzip] / 1e3:.0f} kB "
+            f"({sizes[ours] / sizes[gzip] - 1:+.0%} for {ours}), {megabytes / gzip_s:.0f} MB/s")
+    return [ratio_row(f"shard-write/{name}", "MB/s", megabytes / ours_s, produced, note, minimum=1)]
 
 
 # ---------------------------------------------------------------- hdf5-read
@@ -533,12 +548,6 @@ def bench_latency(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
 
 
 # ---------------------------------------------------------------- memory
-
-
-def mebibytes(slurm_mem: str) -> float:
-    """A Slurm memory size (``16G``; no suffix: megabytes) in MiB."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem).groups()
-    return int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
 
 
 def run_task(argv: Sequence[str]) -> None:
@@ -652,7 +661,7 @@ def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
 
 
 BENCHMARKS: dict[str, Callable[[Bench, Callable[[str], bool]], list[Result]]] = {
-    "train": bench_train, "attack": bench_attacks, "hdf5-read": bench_hdf5,
+    "train": bench_train, "attack": bench_attacks, "shard-write": bench_shard_write, "hdf5-read": bench_hdf5,
     "latency": bench_latency, "memory": bench_memory, "parallel": bench_parallel, "kernels": bench_kernels,
 }
 

@@ -56,8 +56,8 @@ def _markdown(info: dict[str, Any], rows: list[Result], command: str) -> str:
 @click.option("--config", "config_name", default="smoke", show_default=True,
               help="Config whose artifacts are measured (built first where missing).")
 @click.option("--only", multiple=True, metavar="NAME",
-              help="Run only this benchmark: a group (train, attack, hdf5-read, latency, memory, parallel, kernels) "
-                   "or one row (attack/fgsm); repeatable.")
+              help="Run only this benchmark: a group (train, attack, shard-write, hdf5-read, latency, memory, "
+                   "parallel, kernels) or one row (attack/fgsm); repeatable.")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1),
               help="Repetitions of each measurement (medians are reported).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -404,6 +404,7 @@ def test_malformed_dataset_manifests(shared, fault_log, damage):
 def _hostile_shard(path: Path, kind: str, original: Path) -> None:
     """``path``: the arrays of an adversarial shard, with ``images`` made hostile."""
     import h5py
+    import hdf5plugin  # noqa: F401  (the shard's images are zstd-compressed)
 
     with h5py.File(original, "r") as handle:
         arrays = {name: handle[name][()] for name in handle}
