@@ -134,7 +134,7 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
     for method in ev.rows:
         row: dict[str, Any] = {"method": method.id, "title": method.title, "seeds": len(method.seeds),
                                "not_trained": method.flag}
-        seed_means, victim_means = [], []
+        seed_means, victim_means, more_victims = [], [], False
         for column in columns:
             per_seed = [v * scale for v in ev.cell_values(method, column, protocol, metric, subset)]
             means = [_mean(v) for v in per_seed]
@@ -145,12 +145,13 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
             victims = [*means, *(m * scale for m in ev.victim_means(method, column, metric, subset))]
             if len(victims) > len(means):
                 row[f"{column}_victim_sd"] = _spread(victims)
+                more_victims = True
             if column in averaged:
                 seed_means.append(means)
                 victim_means.append(victims)
         row.update({"avg": float(np.mean(_column_mean(seed_means))),
                     "avg_seed_sd": _spread(list(_column_mean(seed_means)))})
-        if len(victim_means[0]) > 1:
+        if more_victims:
             row["avg_victim_sd"] = _spread(list(_column_mean(victim_means)))
         rows.append(row)
     return pd.DataFrame(rows)

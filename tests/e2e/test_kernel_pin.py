@@ -39,7 +39,7 @@ def test_training_under_an_outer_default_capability_gets_the_pinned_bytes(tmp_pa
     sampled.mkdir()
     _pipeline(sampled, {}, "run", "sample")
     pinned = _victims(sampled, tmp_path / "pinned", {})
-    assert sorted(pinned) == ["aae_train", "test"]
+    assert sorted(pinned) == ["aae_train", "test", "test/v1"]  # smoke: victim.noise_seeds [1]
     assert {(cpu["capability"], cpu["pinned"], cpu["mkl_branch"]) for _, cpu in pinned.values()} == {
         ("AVX2", "avx2", "COMPATIBLE")}
     assert _victims(sampled, tmp_path / "outer", OUTER) == pinned

@@ -40,10 +40,10 @@ CALIBRATION_EPOCHS = 400
 REDONE = ("train-aae", "evaluate", "tabulate")  # what every scenario submits
 NARROW = {
     "extends": "smoke",
-    "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}},
+    "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}, "noise_seeds": []},
     "attack": {"names": ["fgsm"]},
     "seeds": [0],
-    "aae": {"variants": {}},
+    "aae": {"variants": {}}, "cae": {"variants": {}},
     "ablation": {"variants": []},
     "evaluate": {"methods": ["identity", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},

@@ -42,7 +42,8 @@ from tests.slurm.gatedsteps import GATES
 pytestmark = pytest.mark.slurm
 
 CONFIG = {"extends": "smoke", "attack": {"names": ["fgsm"]}, "evaluate": {"methods": ["identity", "jpeg", "ours"]},
-          "seeds": [0], "aae": {"variants": {}}, "ablation": {"variants": []},
+          "seeds": [0], "aae": {"variants": {}}, "cae": {"variants": {}}, "victim": {"noise_seeds": []},
+          "ablation": {"variants": []},
           "runtime": {"threads": 1, "progress": False}}
 PROFILE = {"cpus_per_task": 1, "mem": "2G", "time": "15", "array_throttle": 2,
            "cpu": {"partition": "debug"}, "gpu": {"partition": "gpu", "gres": "gpu:0"}}

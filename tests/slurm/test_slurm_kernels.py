@@ -44,7 +44,7 @@ def test_a_slurm_job_whose_environment_asks_for_other_kernels_trains_the_pinned_
     _submit_and_wait(tmp_path / "slurm", tmp_path, profile)
     _submit_and_wait(tmp_path / "slurm-unpinned", tmp_path, profile, "--set", "runtime.cpu_kernels=unpinned")
     local, pinned, unpinned = (_victims(tmp_path / name) for name in ("local", "slurm", "slurm-unpinned"))
-    assert sorted(local) == ["aae_train", "test"] and pinned == local
+    assert sorted(local) == ["aae_train", "test", "test/v1"] and pinned == local  # smoke: victim.noise_seeds [1]
     assert {(cpu["capability"], cpu["pinned"], cpu["mkl_branch"]) for _, cpu in pinned.values()} == {
         ("AVX2", "avx2", "COMPATIBLE")}
     for task, (files, cpu) in unpinned.items():  # the job's environment did ask for the baseline kernels
