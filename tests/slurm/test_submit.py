@@ -255,8 +255,8 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
         assert len(set(ids)) == len(ids) and sorted(p.key for s in submission.jobs for p in s.job.tasks) == sorted(
             key for _, key in pending)
         assert set(in_queue(ids).values()) == {"PENDING"}
-        jsma = next(s for s in submission.jobs if s.job.label == "train-aae[ours/jsma]")
-        (planned,) = [p for p in tasks["train-aae"] if p.task.id == "ours/jsma"]
+        jsma = next(s for s in submission.jobs if "ours/jsma" in [p.task.id for p in s.job.tasks])
+        (planned,) = [p for p in jsma.job.tasks if p.task.id == "ours/jsma"]
         upstream = {r for r in planned.inputs.values() if r in pending}
         assert len(_waits(jsma.job_id)) == sum(len(ix) for _, ix in jsma.job.after) >= len(
             [r for r in upstream if r[0] == "attack"]) > 100  # every attack shard of JSMA, element by element
@@ -274,5 +274,5 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
         slurm.cancel(store.root)
     wait_until(lambda: not in_queue(ids), 60, "the paper plan's jobs to leave the queue")
     fault_log("Slurm: paper-sized plan submitted (held)", note=f"{len(ids)} jobs for {len(pending)} tasks "
-              f"(evaluate pack {evaluate_pack or 'default'}); train-aae[ours/jsma] waits on every JSMA shard, "
+              f"(evaluate pack {evaluate_pack or 'default'}); the job training ours/jsma waits on every JSMA shard, "
               "tabulate on over 1000 elements; accepted by sbatch, cancelled")

@@ -73,7 +73,10 @@ def test_verification_catches_truncation_and_corruption(tmp_path):
         (tmp / "data.bin").write_bytes(b"0123456789")
         store.publish(tmp, "step", "k", {})
     path = tmp_path / "step" / "k" / "data.bin"
+    store.open("step", "k", full=True)  # hashed once in this process ...
+    mtime = path.stat().st_mtime_ns
     path.write_bytes(b"0123456780")  # same size, different bytes
+    os.utime(path, ns=(mtime + 1, mtime + 1))  # ... and a rewrite as quick as the clock's grain is still seen
     store.open("step", "k")  # cheap check passes
     with pytest.raises(PipelineError, match="does not match the sha256"):
         store.open("step", "k", full=True)
