@@ -14,8 +14,7 @@ from pipeline.errors import PipelineError
 T = TypeVar("T")
 
 
-def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple | None = None) -> Any:
+def bounded(default: Any, *, lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> Any:
     """A dataclass field whose value must lie in [lo, hi] or among ``choices``."""
     meta = {"lo": lo, "hi": hi, "choices": choices}
     if isinstance(default, (list, dict)):
@@ -100,8 +99,9 @@ def _check_bounds(value: Any, field: dataclasses.Field, path: str) -> Any:
         if item is None:
             continue
         if meta.get("choices") is not None and item not in meta["choices"]:
-            raise PipelineError(f"config key {path!r}: value {item!r} is not one of "
-                                f"{', '.join(map(str, meta['choices']))}")
+            raise PipelineError(
+                f"config key {path!r}: value {item!r} is not one of {', '.join(map(str, meta['choices']))}"
+            )
         if meta.get("lo") is not None and item < meta["lo"]:
             raise PipelineError(f"config key {path!r}: value {item!r} is below the minimum {meta['lo']}")
         if meta.get("hi") is not None and item > meta["hi"]:

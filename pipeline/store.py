@@ -28,8 +28,12 @@ _HASH_CHUNK = 1 << 20
 
 def artifact_key(step: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
     """Hash of the step, its version, the config values it reads and the keys of its inputs."""
-    blob = json.dumps({"step": step, "version": version, "config": config, "inputs": inputs},
-                      sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(
+        {"step": step, "version": version, "config": config, "inputs": inputs},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -122,8 +126,11 @@ class Store:
         return sorted(found, key=lambda a: str(a.manifest.get("finished", "")), reverse=True)
 
     def steps(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if self.root.is_dir() else []
+        return (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.root.is_dir()
+            else []
+        )
 
     def workdir(self, step: str, key: str) -> Path:
         """Scratch space that survives a killed task (checkpoints); removed after publishing."""

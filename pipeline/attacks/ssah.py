@@ -363,4 +363,3 @@ class SSAH(Attack):
         adv = 0.5 * (torch.tanh(w.detach()) + 1.0)
         adv = adv.clamp(0.0, 1.0)
         return adv.to(device=out_device, dtype=out_dtype).detach()
-

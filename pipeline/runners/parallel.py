@@ -67,8 +67,9 @@ def task_log(root: Path, step: str, key: str) -> Path:
     return root / ".logs" / step / f"{key}.log"
 
 
-def run_parallel(pending: list[Planned], store: Store, config: Config, allotment: Allotment,
-                 echo: Callable[[str], None]) -> None:
+def run_parallel(
+    pending: list[Planned], store: Store, config: Config, allotment: Allotment, echo: Callable[[str], None]
+) -> None:
     """Run ``pending`` (in dependency order). Raises ``TasksFailed`` once the tasks that need no failed
     task have finished. On SIGINT (KeyboardInterrupt) or SIGTERM: stops the workers, removes what they
     were writing, and ends as the signal would have ended the process."""
@@ -91,8 +92,11 @@ def run_parallel(pending: list[Planned], store: Store, config: Config, allotment
             stopped = run.discard_running()
             progress.close()
         if isinstance(stop, (KeyboardInterrupt, _Interrupted)):
-            print(f"interrupted: stopped {len(stopped)} running task(s){_listing(stopped)}; nothing of theirs "
-                  f"was published, training checkpoints are kept: the same command resumes", file=sys.stderr)
+            print(
+                f"interrupted: stopped {len(stopped)} running task(s){_listing(stopped)}; nothing of theirs "
+                f"was published, training checkpoints are kept: the same command resumes",
+                file=sys.stderr,
+            )
         if isinstance(stop, _Interrupted):
             signal.signal(signal.SIGTERM, previous)
             signal.raise_signal(stop.signum)  # end as the signal would have ended us

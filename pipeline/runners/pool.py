@@ -29,8 +29,9 @@ class Worker:
     def __init__(self, context: Any, visible: str | None, has_gpu: bool, config: dict[str, Any], root: Path):
         self.visible, self.has_gpu = visible, has_gpu
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, visible, config, str(root)),
-                                       name="pipeline-worker", daemon=True)
+        self.process = context.Process(
+            target=serve, args=(child, visible, config, str(root)), name="pipeline-worker", daemon=True
+        )
         self.process.start()
         child.close()
         self.job: Job | None = None
@@ -51,8 +52,9 @@ class Pool:
             signal.signal(signal.SIGINT, previous)
         self._config, self._root = config, root
         others = "" if gpus else os.environ.get("CUDA_VISIBLE_DEVICES")
-        self.workers = [self._start(gpus[i], True) if i < len(gpus) else self._start(others, False)
-                        for i in range(count)]
+        self.workers = [
+            self._start(gpus[i], True) if i < len(gpus) else self._start(others, False) for i in range(count)
+        ]
 
     def _start(self, visible: str | None, has_gpu: bool) -> Worker:
         return Worker(self._context, visible, has_gpu, self._config, self._root)

@@ -94,8 +94,10 @@ def check_root(root: Path) -> None:
     text = str(root)
     bad = next((c for c in text if c == "%" or not c.isprintable()), None)
     if bad is not None:
-        raise PipelineError(f"artifact root {text!r} contains {bad!r}, which Slurm job scripts cannot carry "
-                            f"(no control characters or '%'): choose another --artifacts")
+        raise PipelineError(
+            f"artifact root {text!r} contains {bad!r}, which Slurm job scripts cannot carry "
+            f"(no control characters or '%'): choose another --artifacts"
+        )
 
 
 def node_local_warning(root: Path) -> str | None:
@@ -103,13 +105,23 @@ def node_local_warning(root: Path) -> str | None:
     resolved = Path(root).resolve()
     for local in NODE_LOCAL:
         if resolved.is_relative_to(local):
-            return (f"artifact root {resolved} is under {local}, which is usually local to one machine: "
-                    f"compute nodes may not see it")
+            return (
+                f"artifact root {resolved} is under {local}, which is usually local to one machine: "
+                f"compute nodes may not see it"
+            )
     return None
 
 
-def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: Sequence[str],
-           force: Sequence[str] = (), package: str = "jobs", echo: Callable[[str], None] = _silent) -> Submission:
+def submit(
+    plan: Plan,
+    store: Store,
+    config: Config,
+    profile: Profile,
+    targets: Sequence[str],
+    force: Sequence[str] = (),
+    package: str = "jobs",
+    echo: Callable[[str], None] = _silent,
+) -> Submission:
     """Submit the plan's pending tasks, except those a healthy queued job will build; cancel the
     queued jobs that can never run (and submit their tasks again) and the queued jobs of another plan
     that would write where this one writes; record the submission. ``echo`` hears of a wait for the
@@ -121,8 +133,10 @@ def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: 
 
     check_root(store.root)
     if shutil.which("sbatch") is None:
-        raise PipelineError("sbatch is not on PATH, so this machine cannot submit to Slurm: use --dry-run to "
-                            "see the jobs and their scripts, or `pipeline run` to run the tasks here")
+        raise PipelineError(
+            "sbatch is not on PATH, so this machine cannot submit to Slurm: use --dry-run to "
+            "see the jobs and their scripts, or `pipeline run` to run the tasks here"
+        )
     settings = _settings(plan, profile)
     check_cluster(settings.values())
     with submission_lock(store.root, "submit", echo):
@@ -147,19 +161,40 @@ def submit(plan: Plan, store: Store, config: Config, profile: Profile, targets: 
                 # A fresh executor per job: update_parameters(x=None) would not clear an earlier value.
                 executor = submitit.SlurmExecutor(folder, max_num_timeout=job_settings.get("max_num_timeout"))
                 executor.update_parameters(**_parameters(job, job_settings, dependency))
-                runner = RUNNERS[job.step.checkpointable](str(store.root), resolved, tuple(targets), tuple(force),
-                                                          job.step.name, package, commit, planned)
+                runner = RUNNERS[job.step.checkpointable](
+                    str(store.root), resolved, tuple(targets), tuple(force), job.step.name, package, commit, planned
+                )
                 handles = executor.map_array(runner, *_arguments(job))
                 ids[job.number] = handles[0].job_id.split("_")[0]
                 done.append(Submitted(job, job_settings, ids[job.number], dependency, [h.job_id for h in handles]))
         except FailedJobError as err:
             message = " ".join(str(err).split()) or "no message"
-            raise PipelineError(f"sbatch refused job #{job.number} ({job.label}): {message}"
-                                + (f"; the {len(done)} job(s) before it are queued as run {run_id} "
-                                   f"(`pipeline cancel {run_id}` removes them)" if done else "")) from None
+            raise PipelineError(
+                f"sbatch refused job #{job.number} ({job.label}): {message}"
+                + (
+                    f"; the {len(done)} job(s) before it are queued as run {run_id} "
+                    f"(`pipeline cancel {run_id}` removes them)"
+                    if done
+                    else ""
+                )
+            ) from None
         finally:
-            record = _write_record(store.root, run_id, folder, done, config, targets, force, commit,
-                                   [*cancelled, *(job.job_id for job in superseded)], writes) if done else None
+            record = (
+                _write_record(
+                    store.root,
+                    run_id,
+                    folder,
+                    done,
+                    config,
+                    targets,
+                    force,
+                    commit,
+                    [*cancelled, *(job.job_id for job in superseded)],
+                    writes,
+                )
+                if done
+                else None
+            )
     foreign = [job for job in snap.foreign if job not in superseded]
     return Submission(run_id, folder, done, plan, found.queued, cancelled, superseded, foreign, record)
 
@@ -178,8 +213,11 @@ def _doomed(snap: Snapshot, found: Triage, writes: Iterable[str]) -> tuple[dict[
 def exports(plan: Plan) -> dict[Ref, str]:
     """Where each task of the plan writes outside the artifact store (its step's ``exports``), as an
     absolute path: a job runs in the directory it was submitted from."""
-    return {(p.task.step, p.key): os.path.abspath(p.step.exports(p.task.config))
-            for p in plan.tasks if p.step.exports is not None}
+    return {
+        (p.task.step, p.key): os.path.abspath(p.step.exports(p.task.config))
+        for p in plan.tasks
+        if p.step.exports is not None
+    }
 
 
 def dry_run(plan: Plan, store: Store, profile: Profile) -> Submission:
@@ -203,8 +241,11 @@ def dry_run(plan: Plan, store: Store, profile: Profile) -> Submission:
         script = _make_sbatch_string(command=command, folder=folder, map_count=_map_count(job), **params)
         path = folder / f"job{job.number:03d}-{job.step.name}.sh"
         path.write_text(script)
-        element_ids = [ids[job.number]] if len(job.elements) == 1 else \
-            [f"{ids[job.number]}_{i}" for i in range(len(job.elements))]
+        element_ids = (
+            [ids[job.number]]
+            if len(job.elements) == 1
+            else [f"{ids[job.number]}_{i}" for i in range(len(job.elements))]
+        )
         out.append(Submitted(job, settings[job.step.name], ids[job.number], dependency, element_ids, path))
     return Submission(run_id, folder, out, plan)
 
@@ -247,9 +288,18 @@ def _new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-def _write_record(root: Path, run_id: str, folder: Path, jobs: Sequence[Submitted], config: Config,
-                  targets: Sequence[str], force: Sequence[str], commit: str, cancelled: Sequence[str],
-                  writes: Mapping[Ref, str]) -> Path:
+def _write_record(
+    root: Path,
+    run_id: str,
+    folder: Path,
+    jobs: Sequence[Submitted],
+    config: Config,
+    targets: Sequence[str],
+    force: Sequence[str],
+    commit: str,
+    cancelled: Sequence[str],
+    writes: Mapping[Ref, str],
+) -> Path:
     record = {
         "run_id": run_id,
         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -259,11 +309,25 @@ def _write_record(root: Path, run_id: str, folder: Path, jobs: Sequence[Submitte
         "git_commit": commit or None,
         "cancelled": list(cancelled),
         "log_folder": str(folder),
-        "jobs": [{"job_id": s.job_id, "step": s.job.step.name, "label": s.job.label, "dependency": s.dependency,
-                  "tasks": [{"id": p.task.id, "key": p.key, "job_id": element_id,
-                             "writes": [writes[ref]] if (ref := (p.task.step, p.key)) in writes else []}
-                            for element, element_id in zip(s.job.elements, s.element_ids) for p in element]}
-                 for s in jobs],
+        "jobs": [
+            {
+                "job_id": s.job_id,
+                "step": s.job.step.name,
+                "label": s.job.label,
+                "dependency": s.dependency,
+                "tasks": [
+                    {
+                        "id": p.task.id,
+                        "key": p.key,
+                        "job_id": element_id,
+                        "writes": [writes[ref]] if (ref := (p.task.step, p.key)) in writes else [],
+                    }
+                    for element, element_id in zip(s.job.elements, s.element_ids)
+                    for p in element
+                ],
+            }
+            for s in jobs
+        ],
     }
     path = root / RECORDS / f"{run_id}.json"
     tmp = path.with_name(f".{path.name}.tmp")
@@ -293,21 +357,24 @@ def _checked(record: Any, path: Path) -> dict[str, Any]:
         jobs = record["jobs"]
         ids = [job["job_id"] for job in jobs] + [task["job_id"] for job in jobs for task in job["tasks"]]
         names = [record["run_id"], record["log_folder"], record.get("config", "")] + [
-            v for job in jobs for task in job["tasks"] for v in (job["step"], task["key"], *task.get("writes", ()))]
+            v for job in jobs for task in job["tasks"] for v in (job["step"], task["key"], *task.get("writes", ()))
+        ]
     except (KeyError, TypeError, IndexError):
         raise PipelineError(f"submission record {path} is corrupt (a job or task lacks a field)") from None
     bad = next((i for i in ids if not (isinstance(i, str) and _JOB_ID.fullmatch(i))), None)
     if bad is not None:
         raise PipelineError(f"submission record {path}: {bad!r} is not a Slurm job id")
     if not all(isinstance(name, str) for name in names):
-        raise PipelineError(f"submission record {path} is corrupt (a run id, folder, config, step, key or path "
-                            f"is not text)")
+        raise PipelineError(
+            f"submission record {path} is corrupt (a run id, folder, config, step, key or path is not text)"
+        )
     return record
 
 
 @contextlib.contextmanager
-def submission_lock(root: Path, command: str, echo: Callable[[str], None] = _silent,
-                    wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+def submission_lock(
+    root: Path, command: str, echo: Callable[[str], None] = _silent, wait_s: float = LOCK_WAIT_S
+) -> Iterator[None]:
     """Hold ``.submissions/lock`` (``flock``, released however its holder ends) for the block. A second
     holder waits, after saying who holds it (``echo``), and gives up after ``wait_s`` naming the holder."""
     path = _private(Path(root) / RECORDS) / LOCK
@@ -319,13 +386,16 @@ def submission_lock(root: Path, command: str, echo: Callable[[str], None] = _sil
             deadline = time.monotonic() + wait_s
             while not _flock(handle):
                 if time.monotonic() >= deadline:
-                    raise PipelineError(f"{path} is still held by {holder} after {wait_s:.0f} s: let it finish "
-                                        f"(or end it, if it hangs), then run `pipeline {command}` again")
+                    raise PipelineError(
+                        f"{path} is still held by {holder} after {wait_s:.0f} s: let it finish "
+                        f"(or end it, if it hangs), then run `pipeline {command}` again"
+                    )
                 time.sleep(0.25)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"`pipeline {command}` (pid {os.getpid()} on {socket.gethostname()}, "
-                     f"since {time.strftime('%H:%M:%S')})")
+        handle.write(
+            f"`pipeline {command}` (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')})"
+        )
         handle.flush()
         try:
             yield
@@ -368,14 +438,21 @@ def check_cluster(settings: Iterable[JobSettings]) -> None:
         partitions = [p for p in (job.get("partition") or default).split(",") if p]
         for partition in partitions:
             if partition not in offered:
-                raise PipelineError(f"{job.origin['partition']}: partition {partition!r} does not exist "
-                                    f"(sinfo lists {', '.join(offered)})")
+                raise PipelineError(
+                    f"{job.origin['partition']}: partition {partition!r} does not exist "
+                    f"(sinfo lists {', '.join(offered)})"
+                )
         for name, kind, count in _gres(job.get("gres") or ""):
-            if not any(have[0] == name and kind in (None, have[1]) and have[2] >= count
-                       for partition in partitions for have in offered[partition]):
+            if not any(
+                have[0] == name and kind in (None, have[1]) and have[2] >= count
+                for partition in partitions
+                for have in offered[partition]
+            ):
                 have = sorted({":".join(map(str, filter(None, g))) for p in partitions for g in offered[p]})
-                raise PipelineError(f"{job.origin['gres']}: partition {','.join(partitions)} has no node with "
-                                    f"gres {job.get('gres')!r} (it offers: {', '.join(have) or 'none'})")
+                raise PipelineError(
+                    f"{job.origin['gres']}: partition {','.join(partitions)} has no node with "
+                    f"gres {job.get('gres')!r} (it offers: {', '.join(have) or 'none'})"
+                )
 
 
 def _run(command: list[str]) -> str:
@@ -401,10 +478,8 @@ IN_QUEUE = (PENDING, RUNNING)
 
 _STATES = {
     **dict.fromkeys(("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"), PENDING),
-    **dict.fromkeys(("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"),
-                    RUNNING),
-    **dict.fromkeys(("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"),
-                    FAILED),
+    **dict.fromkeys(("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"), RUNNING),
+    **dict.fromkeys(("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"), FAILED),
     "CANCELLED": CANCELLED,
     "COMPLETED": MISSING,  # the artifact would have made it ``done``
 }
@@ -425,7 +500,7 @@ _EXPLAIN = {
 }
 _EXPLAIN_LOG = {
     "timed-out too many times": "hit its time limit more often than the profile's max_num_timeout allows: "
-                                "raise time or max_num_timeout, then submit again",
+    "raise time or max_num_timeout, then submit again",
 }
 _WITH_LOG = (FAILED, CANCELLED, MISSING)
 _LIVE = {state for state, ours in _STATES.items() if ours in IN_QUEUE} - {"COMPLETING"}  # squeue's word wins
@@ -527,10 +602,14 @@ def snapshot(store_root: Path, plan: Plan, strict: bool = False) -> Snapshot:
     entries = _entries(store.root)
     ours = {(p.task.step, p.key): p for p in plan.tasks}
     open_ = [ref for ref in entries if (ref in ours and ours[ref].forced) or not store.is_complete(*ref)]
-    answer = _scheduler_states({e.job_id for ref in open_ if ref in ours for e in entries[ref]},
-                               {e.job_id for ref in open_ if ref not in ours for e in entries[ref]}, strict)
-    plan = Plan([dataclasses.replace(p, complete=store.is_complete(p.task.step, p.key)) for p in plan.tasks],
-                plan.steps)
+    answer = _scheduler_states(
+        {e.job_id for ref in open_ if ref in ours for e in entries[ref]},
+        {e.job_id for ref in open_ if ref not in ours for e in entries[ref]},
+        strict,
+    )
+    plan = Plan(
+        [dataclasses.replace(p, complete=store.is_complete(p.task.step, p.key)) for p in plan.tasks], plan.steps
+    )
     states: dict[Ref, TaskState] = {}
     twice: dict[Ref, list[str]] = {}
     for planned in plan.tasks:
@@ -554,9 +633,16 @@ def _entries(root: Path) -> dict[Ref, list[_Entry]]:
     for record in records(root):
         for job in record["jobs"]:
             for task in job["tasks"]:
-                out.setdefault((job["step"], task["key"]), []).append(_Entry(
-                    task["job_id"], Path(record["log_folder"]), record["run_id"], record.get("config") or "?",
-                    task["id"], tuple(task.get("writes", ()))))
+                out.setdefault((job["step"], task["key"]), []).append(
+                    _Entry(
+                        task["job_id"],
+                        Path(record["log_folder"]),
+                        record["run_id"],
+                        record.get("config") or "?",
+                        task["id"],
+                        tuple(task.get("writes", ())),
+                    )
+                )
     return out
 
 
@@ -571,12 +657,19 @@ def _task_state(root: Path, ref: Ref, entry: _Entry, answer: _Answer) -> TaskSta
     why = _EXPLAIN.get(slurm_state) or next((text for mark, text in _EXPLAIN_LOG.items() if mark in tail), "")
     own = task_log(root, *ref)
     error = _tail(own, 1)
-    return TaskState(state, entry.job_id, entry.log, tail, ours in IN_QUEUE, why if state == FAILED else "",
-                     error=error, own_log=own if error else None)
+    return TaskState(
+        state,
+        entry.job_id,
+        entry.log,
+        tail,
+        ours in IN_QUEUE,
+        why if state == FAILED else "",
+        error=error,
+        own_log=own if error else None,
+    )
 
 
-def _foreign(store: Store, entries: Mapping[Ref, list[_Entry]], ours: Iterable[Ref], answer: _Answer) \
-        -> list[Foreign]:
+def _foreign(store: Store, entries: Mapping[Ref, list[_Entry]], ours: Iterable[Ref], answer: _Answer) -> list[Foreign]:
     """The queued jobs that run tasks of other plans, with those tasks (the ones still to build)."""
     ours = set(ours)
     members: dict[str, list[tuple[Ref, _Entry]]] = {}
@@ -589,9 +682,17 @@ def _foreign(store: Store, entries: Mapping[Ref, list[_Entry]], ours: Iterable[R
         if not others or not answer.live(job_id):
             continue
         first = others[0][1]
-        out.append(Foreign(job_id, _STATES[answer.word(job_id)], first.run_id, first.config,
-                           tuple(f"{ref[0]}[{e.task_id}]" for ref, e in others),
-                           tuple(w for _, e in others for w in e.writes), any(ref in ours for ref, _ in held)))
+        out.append(
+            Foreign(
+                job_id,
+                _STATES[answer.word(job_id)],
+                first.run_id,
+                first.config,
+                tuple(f"{ref[0]}[{e.task_id}]" for ref, e in others),
+                tuple(w for _, e in others for w in e.writes),
+                any(ref in ours for ref, _ in held),
+            )
+        )
     return out
 
 
@@ -620,8 +721,12 @@ def _bases(job_ids: Iterable[str]) -> str:
 def _sacct(job_ids: Iterable[str]) -> list[str]:
     """sacct's ``JobID|State|Reason`` lines of these jobs' elements; none when accounting fails."""
     try:
-        result = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", _bases(job_ids)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", _bases(job_ids)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return result.stdout.splitlines() if result.returncode == 0 else []
@@ -706,8 +811,9 @@ def triage(plan: Plan, states: Mapping[Ref, TaskState]) -> Triage:
     return Triage(queued, stale)
 
 
-def cancel(store_root: Path, run_id: str | None = None, echo: Callable[[str], None] = _silent) \
-        -> tuple[list[str], list[str]]:
+def cancel(
+    store_root: Path, run_id: str | None = None, echo: Callable[[str], None] = _silent
+) -> tuple[list[str], list[str]]:
     """Cancel the jobs of one recorded run, or by default of every recorded run that still has jobs in
     the queue (one squeue, one scancel); returns the runs and the job ids cancelled."""
     with submission_lock(store_root, "cancel", echo):
@@ -716,11 +822,17 @@ def cancel(store_root: Path, run_id: str | None = None, echo: Callable[[str], No
             raise PipelineError(f"no submissions recorded under {Path(store_root) / RECORDS}")
         if run_id is not None and run_id not in runs:
             raise PipelineError(f"no submission {run_id!r} (recorded: {', '.join(runs)})")
-        jobs = {job["job_id"]: rid for rid, record in runs.items() for job in record["jobs"]
-                if run_id in (None, rid)}
+        jobs = {job["job_id"]: rid for rid, record in runs.items() for job in record["jobs"] if run_id in (None, rid)}
         if run_id is None:
-            queued = {line.split("|")[0].split("_")[0] for line in _squeue(jobs, strict=True) or []
-                      if line.split("|")[1] in _LIVE | {"COMPLETING"}} if jobs else set()
+            queued = (
+                {
+                    line.split("|")[0].split("_")[0]
+                    for line in _squeue(jobs, strict=True) or []
+                    if line.split("|")[1] in _LIVE | {"COMPLETING"}
+                }
+                if jobs
+                else set()
+            )
             jobs = {job: rid for job, rid in jobs.items() if job in queued}
         if jobs:
             _run(["scancel", *jobs])

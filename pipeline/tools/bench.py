@@ -99,8 +99,9 @@ def interleave(sides: Sequence[Callable[[], float]], repeat: int) -> list[float]
     return [statistics.median(t) for t in times]
 
 
-def ratio_row(name: str, unit: str, ours: float, reference: float, note: str = "",
-              minimum: float = THROUGHPUT_TARGET) -> Result:
+def ratio_row(
+    name: str, unit: str, ours: float, reference: float, note: str = "", minimum: float = THROUGHPUT_TARGET
+) -> Result:
     """A row whose ratio ours / reference passes at ``minimum`` or above."""
     ratio = ours / reference
     return Result(name, ours, reference, unit, ratio, f">= {minimum:g}", ratio >= minimum, note)
@@ -274,11 +275,19 @@ def train_rates(bench: Bench, kind: str) -> tuple[float, float, float]:
     key = f"rates/{kind}"
     if key not in bench.cache:
         case, device, work = train_case(bench, kind), bench.device, bench.store.root
-        bench.log(f"bench: train/{kind}: {train_epochs(len(case.data))} epoch(s) of {len(case.data)} images "
-                  f"x {bench.repeat} on each of 3 sides")
+        bench.log(
+            f"bench: train/{kind}: {train_epochs(len(case.data))} epoch(s) of {len(case.data)} images "
+            f"x {bench.repeat} on each of 3 sides"
+        )
         train_bare(case, device)  # warm-up: one-time costs of this process stay out of all sides
-        seconds = interleave([lambda: train_ours(case, device, work), lambda: train_bare(case, device),
-                              lambda: train_ours(case, device, work, final_save_only=True)], bench.repeat)
+        seconds = interleave(
+            [
+                lambda: train_ours(case, device, work),
+                lambda: train_bare(case, device),
+                lambda: train_ours(case, device, work, final_save_only=True),
+            ],
+            bench.repeat,
+        )
         bench.cache[key] = tuple(timed_images(case) / s for s in seconds)
     return bench.cache[key]
 
@@ -288,8 +297,10 @@ def train_note(case: TrainCase, ours: float, bare: float, one_save: float) -> st
     epochs, every = train_epochs(len(case.data)), case.section["optim"]["checkpoint_every"]
     share = 1 - ours / one_save
     dtype = str(case.data.dtype).removeprefix("torch.")
-    return (f"{epochs} ep x {len(case.data)} img {dtype}, first step excluded; checkpoints every {every} ep "
-            f"cost {share:.0%} of ours (ratio with one final save: {one_save / bare:.2f})")
+    return (
+        f"{epochs} ep x {len(case.data)} img {dtype}, first step excluded; checkpoints every {every} ep "
+        f"cost {share:.0%} of ours (ratio with one final save: {one_save / bare:.2f})"
+    )
 
 
 def bench_train(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
@@ -350,8 +361,11 @@ def attack_step(bench: Bench, case: AttackCase, parts: dict[str, list[float]]) -
     seconds = time.perf_counter() - start
     manifest = bench.store.open("attack", case.planned.key).manifest
     phases = manifest["summary"]["seconds"]
-    for name, value in {**phases, "rest of the step": manifest["seconds"] - sum(phases.values()),
-                        "execute": seconds - manifest["seconds"]}.items():
+    for name, value in {
+        **phases,
+        "rest of the step": manifest["seconds"] - sum(phases.values()),
+        "execute": seconds - manifest["seconds"],
+    }.items():
         parts.setdefault(name, []).append(value)
     return seconds
 
@@ -366,7 +380,7 @@ def attack_direct(bench: Bench, case: AttackCase) -> float:
     attack = build_attack(case.name, victim, c["params"])
     start = time.perf_counter()
     for lo in range(0, len(case.clean), c["batch_size"]):
-        x = case.clean[lo:lo + c["batch_size"]].to(device)
+        x = case.clean[lo : lo + c["batch_size"]].to(device)
         with torch.no_grad():
             labels = victim(x).argmax(1)
         torch.manual_seed(derived_seed(c["seed"], c["role"], c["attack"], c["start"] + lo))
@@ -392,8 +406,9 @@ def bench_attacks(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
         bench.log(f"bench: attack/{name}: task {case.planned.label}, {len(case.clean)} image(s)")
         attack_direct(bench, case)  # warm-up
         parts: dict[str, list[float]] = {}
-        step_s, direct_s = interleave([lambda: attack_step(bench, case, parts), lambda: attack_direct(bench, case)],
-                                      bench.repeat)
+        step_s, direct_s = interleave(
+            [lambda: attack_step(bench, case, parts), lambda: attack_direct(bench, case)], bench.repeat
+        )
         n = len(case.clean)
         rows.append(ratio_row(f"attack/{name}", "img/s", n / step_s, n / direct_s, attack_note(n, step_s, parts)))
     return rows
@@ -437,10 +452,12 @@ def bench_shard_write(bench: Bench, wants: Callable[[str], bool]) -> list[Result
     ours_s, gzip_s = interleave([lambda: write(ours), lambda: write(gzip)], max(bench.repeat, 5))
     megabytes = sum(a.nbytes for a in arrays.values()) / 1e6
     produced = GPU_ATTACK_IMAGES_PER_S * images[0].nbytes / 1e6
-    note = (f"ratio = MB/s written / MB/s an attack produces on a GPU ({GPU_ATTACK_IMAGES_PER_S} img/s x "
-            f"{images[0].nbytes} B, FGSM per torchattacks' README); attack/{name}'s shard, {len(images)} img "
-            f"{images.dtype}, {ours} {sizes[ours] / 1e3:.0f} kB; {gzip}: {sizes[gzip] / 1e3:.0f} kB "
-            f"({sizes[ours] / sizes[gzip] - 1:+.0%} for {ours}), {megabytes / gzip_s:.0f} MB/s")
+    note = (
+        f"ratio = MB/s written / MB/s an attack produces on a GPU ({GPU_ATTACK_IMAGES_PER_S} img/s x "
+        f"{images[0].nbytes} B, FGSM per torchattacks' README); attack/{name}'s shard, {len(images)} img "
+        f"{images.dtype}, {ours} {sizes[ours] / 1e3:.0f} kB; {gzip}: {sizes[gzip] / 1e3:.0f} kB "
+        f"({sizes[ours] / sizes[gzip] - 1:+.0%} for {ours}), {megabytes / gzip_s:.0f} MB/s"
+    )
     return [ratio_row(f"shard-write/{name}", "MB/s", megabytes / ours_s, produced, note, minimum=1)]
 
 
@@ -476,15 +493,17 @@ def bench_hdf5(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
 
         def in_memory() -> float:
             start = time.perf_counter()
-            images[0:len(images)].copy()
+            images[0 : len(images)].copy()
             return time.perf_counter() - start
 
         read_s, memory_s = interleave([read, in_memory], bench.repeat)
         train_ips = train_rates(bench, kind)[0]
         consumed = train_ips * images[0].nbytes / 1e6
-        note = (f"ratio = HDF5 read MB/s / MB/s train/{kind} consumes ({train_ips:.0f} img/s x "
-                f"{images[0].nbytes} B); {what}, {len(images)} img {images.dtype}, page cache warm; "
-                f"slicing in memory: {megabytes / memory_s:.0f} MB/s")
+        note = (
+            f"ratio = HDF5 read MB/s / MB/s train/{kind} consumes ({train_ips:.0f} img/s x "
+            f"{images[0].nbytes} B); {what}, {len(images)} img {images.dtype}, page cache warm; "
+            f"slicing in memory: {megabytes / memory_s:.0f} MB/s"
+        )
         rows.append(ratio_row(f"hdf5-read/{kind}", "MB/s", megabytes / read_s, consumed, note, minimum=1))
     return rows
 
@@ -504,8 +523,9 @@ def wall_seconds(argv: Sequence[str], expect: str = "") -> float:
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - start
     if done.returncode != 0 or expect not in done.stdout:
-        raise PipelineError(f"`{' '.join(argv)}` failed (exit {done.returncode}): "
-                            f"{(done.stderr or done.stdout).strip()[-500:]}")
+        raise PipelineError(
+            f"`{' '.join(argv)}` failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}"
+        )
     return seconds
 
 
@@ -538,8 +558,11 @@ def latency_noop(bench: Bench) -> Result:
     count = fabricate_complete(root, load_config("paper"))
     argv = [*cli_command(), "--artifacts", str(root), "run", "all", "--config", "paper"]
     seconds = [wall_seconds(argv, expect="nothing to do") for _ in range(bench.repeat)]
-    return latency_row("latency/noop", seconds, f"paper config, {count} placeholder artifacts "
-                                                "(empty manifests, not real outputs), subprocess")
+    return latency_row(
+        "latency/noop",
+        seconds,
+        f"paper config, {count} placeholder artifacts (empty manifests, not real outputs), subprocess",
+    )
 
 
 def bench_latency(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
@@ -579,18 +602,44 @@ def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
         planned = representative(plan, name)
         missing = closure(plan, list(planned.inputs.values())).pending()
         if len(missing) > MEMORY_BUILD_LIMIT:
-            rows.append(skipped_row(f"memory/{name}", f"{len(missing)} upstream tasks missing (> "
-                                    f"{MEMORY_BUILD_LIMIT}); run `pipeline run all` on --artifacts first"))
+            rows.append(
+                skipped_row(
+                    f"memory/{name}",
+                    f"{len(missing)} upstream tasks missing (> "
+                    f"{MEMORY_BUILD_LIMIT}); run `pipeline run all` on --artifacts first",
+                )
+            )
             continue
         build_upstream(bench, bench.config, planned)
         bench.log(f"bench: memory/{name}: {planned.label} in a child process")
         code = "import sys; from pipeline.tools.bench import run_task; run_task(sys.argv[1:])"
         # in scratch, so that results/ written by the table and figure steps stays out of the checkout
-        peak = peak_rss_mib([sys.executable, "-c", code, bench.config_name, str(bench.store.root), name,
-                             planned.task.id, *bench.overrides], cwd=bench.scratch)
+        peak = peak_rss_mib(
+            [
+                sys.executable,
+                "-c",
+                code,
+                bench.config_name,
+                str(bench.store.root),
+                name,
+                planned.task.id,
+                *bench.overrides,
+            ],
+            cwd=bench.scratch,
+        )
         limit = mebibytes(step.resources.mem)
-        rows.append(Result(f"memory/{name}", peak, limit, "MiB", peak / limit, "< 1", peak < limit,
-                           f"peak RSS of {planned.label} (forced, own process) / the step's declared mem"))
+        rows.append(
+            Result(
+                f"memory/{name}",
+                peak,
+                limit,
+                "MiB",
+                peak / limit,
+                "< 1",
+                peak < limit,
+                f"peak RSS of {planned.label} (forced, own process) / the step's declared mem",
+            )
+        )
     return rows
 
 
@@ -604,8 +653,21 @@ def smoke_run_seconds(bench: Bench, jobs: int, rep: int) -> float:
     in a fresh artifact root and working directory, so that nothing writes into the checkout."""
     cwd = bench.scratch / f"parallel-j{jobs}-{rep}"
     cwd.mkdir()
-    argv = [*cli_command(), "--artifacts", str(cwd / "artifacts"), "run", "all", "--config", "smoke",
-            "-j", str(jobs), "--set", f"sample.manifest_dir={cwd / 'data_manifests'}", "--set", "runtime.threads=1"]
+    argv = [
+        *cli_command(),
+        "--artifacts",
+        str(cwd / "artifacts"),
+        "run",
+        "all",
+        "--config",
+        "smoke",
+        "-j",
+        str(jobs),
+        "--set",
+        f"sample.manifest_dir={cwd / 'data_manifests'}",
+        "--set",
+        "runtime.threads=1",
+    ]
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - start
@@ -623,12 +685,23 @@ def bench_parallel(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
         return [skipped_row("parallel/smoke-j2", f"{cores} usable core: -j 2 needs two")]
     bench.log("bench: parallel/smoke-j2: pipeline run all --config smoke, -j 1 and -j 2 interleaved")
     reps = iter(range(2 * bench.repeat))
-    one, two = interleave([lambda: smoke_run_seconds(bench, 1, next(reps)),
-                           lambda: smoke_run_seconds(bench, 2, next(reps))], bench.repeat)
+    one, two = interleave(
+        [lambda: smoke_run_seconds(bench, 1, next(reps)), lambda: smoke_run_seconds(bench, 2, next(reps))], bench.repeat
+    )
     speedup = one / two
-    return [Result("parallel/smoke-j2", two, one, "s", speedup, f">= {PARALLEL_TARGET:g}", speedup >= PARALLEL_TARGET,
-                   "wall s of `run all --config smoke` from an empty root (subprocess, 1 torch thread per task): "
-                   "ours -j 2, reference -j 1; ratio = speed-up (-j 1 s / -j 2 s)")]
+    return [
+        Result(
+            "parallel/smoke-j2",
+            two,
+            one,
+            "s",
+            speedup,
+            f">= {PARALLEL_TARGET:g}",
+            speedup >= PARALLEL_TARGET,
+            "wall s of `run all --config smoke` from an empty root (subprocess, 1 torch thread per task): "
+            "ours -j 2, reference -j 1; ratio = speed-up (-j 1 s / -j 2 s)",
+        )
+    ]
 
 
 # ---------------------------------------------------------------- the whole run
@@ -638,10 +711,14 @@ def machine() -> dict[str, Any]:
     """CPU model, cores, torch version and threads, the device the config selects."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    return {"cpu": model.group(1).strip() if model else platform.processor() or "unknown",
-            "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
@@ -661,8 +738,14 @@ def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
 
 
 BENCHMARKS: dict[str, Callable[[Bench, Callable[[str], bool]], list[Result]]] = {
-    "train": bench_train, "attack": bench_attacks, "shard-write": bench_shard_write, "hdf5-read": bench_hdf5,
-    "latency": bench_latency, "memory": bench_memory, "parallel": bench_parallel, "kernels": bench_kernels,
+    "train": bench_train,
+    "attack": bench_attacks,
+    "shard-write": bench_shard_write,
+    "hdf5-read": bench_hdf5,
+    "latency": bench_latency,
+    "memory": bench_memory,
+    "parallel": bench_parallel,
+    "kernels": bench_kernels,
 }
 
 
@@ -675,8 +758,9 @@ def bench_overrides(config_name: str, scratch: Path) -> list[str]:
     return [f"sample.manifest_dir={scratch / 'data_manifests'}", *threads]
 
 
-def run_benchmarks(config_name: str, artifacts: Path | None, only: Sequence[str], repeat: int,
-                   log: Callable[[str], None]) -> tuple[dict[str, Any], list[Result]]:
+def run_benchmarks(
+    config_name: str, artifacts: Path | None, only: Sequence[str], repeat: int, log: Callable[[str], None]
+) -> tuple[dict[str, Any], list[Result]]:
     """Run the selected benchmarks; returns the machine description and the result rows."""
     wanted = selection(only)
     if config_name.endswith((".yaml", ".yml")) or "/" in config_name:  # a file: children run elsewhere

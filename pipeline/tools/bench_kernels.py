@@ -70,8 +70,13 @@ def child_seconds_per_image(bench: Bench, row: str, pinned: bool) -> float:
     env = {k: v for k, v in os.environ.items() if pinned or k not in VARIABLES}
     overrides = bench.overrides + ([] if pinned else ["runtime.cpu_kernels=unpinned"])
     code = "import sys; from pipeline.tools.bench_kernels import measure; measure(sys.argv[1:])"
-    child = subprocess.run([sys.executable, "-c", code, bench.config_name, str(bench.store.root), str(bench.scratch),
-                            row, *overrides], capture_output=True, text=True, cwd=bench.scratch, env=env)
+    child = subprocess.run(
+        [sys.executable, "-c", code, bench.config_name, str(bench.store.root), str(bench.scratch), row, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=bench.scratch,
+        env=env,
+    )
     if child.returncode != 0:
         raise PipelineError(f"kernels/{row} child failed: {child.stderr[-800:]}")
     return 1 / float(child.stdout.split()[-1])
@@ -81,17 +86,28 @@ def bench_kernels(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
     from pipeline.tools.bench import attack_case, interleave, ratio_row, train_case
 
     rows = []
-    for row, prepare in (("train-cae", lambda: train_case(bench, "cae")),
-                         ("attack", lambda: attack_case(bench, attack_name(bench.config)))):
+    for row, prepare in (
+        ("train-cae", lambda: train_case(bench, "cae")),
+        ("attack", lambda: attack_case(bench, attack_name(bench.config))),
+    ):
         if not wants(row):
             continue
         prepare()  # builds what the children read, in this process
         bench.log(f"bench: kernels/{row}: pinned and unpinned children, {bench.repeat} each")
-        pinned, unpinned = interleave([lambda: child_seconds_per_image(bench, row, True),
-                                       lambda: child_seconds_per_image(bench, row, False)], bench.repeat)
+        pinned, unpinned = interleave(
+            [lambda: child_seconds_per_image(bench, row, True), lambda: child_seconds_per_image(bench, row, False)],
+            bench.repeat,
+        )
         name = row if row == "train-cae" else f"attack ({attack_name(bench.config)})"
-        rows.append(ratio_row(f"kernels/{row}", "img/s", 1 / pinned, 1 / unpinned,
-                              f"{name}, compute alone, own process per side: runtime.cpu_kernels="
-                              f"{bench.config.runtime.cpu_kernels} / unpinned (the CPU's own kernels)",
-                              minimum=KERNELS_TARGET))
+        rows.append(
+            ratio_row(
+                f"kernels/{row}",
+                "img/s",
+                1 / pinned,
+                1 / unpinned,
+                f"{name}, compute alone, own process per side: runtime.cpu_kernels="
+                f"{bench.config.runtime.cpu_kernels} / unpinned (the CPU's own kernels)",
+                minimum=KERNELS_TARGET,
+            )
+        )
     return rows

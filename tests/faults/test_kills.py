@@ -50,8 +50,12 @@ def test_sigkill_at_random_points_then_rerun(step, reference, tmp_path, fault_lo
         found = check(root, before, reference.digests)
         if killed:
             kills += 1
-            fault_log(f"SIGKILL in {step}", survived=found.survived, lost=len(found.lost),
-                      note="seeded delay after its first staging dir")
+            fault_log(
+                f"SIGKILL in {step}",
+                survived=found.survived,
+                lost=len(found.lost),
+                note="seeded delay after its first staging dir",
+            )
         assert found.survived, (found.lost, found.half_published)
 
     ok(pipeline(tmp_path, root, "run", step, "--config", config))

@@ -15,8 +15,13 @@ from pipeline.victims import predict
 pytestmark = pytest.mark.unit
 
 #: parameters small enough for a unit test (the Table I values live in the configs)
-FAST = {"pgd": {"steps": 10}, "cw": {"steps": 30, "c": 2.0}, "ssah": {"steps": 30},
-        "deepfool": {"steps": 10}, "jsma": {"gamma": 0.1}}
+FAST = {
+    "pgd": {"steps": 10},
+    "cw": {"steps": 30, "c": 2.0},
+    "ssah": {"steps": 30},
+    "deepfool": {"steps": 10},
+    "jsma": {"gamma": 0.1},
+}
 
 
 #: L-inf budgets large enough that any victim must yield on some of 32 images (Table I's 0.008 may not flip any);

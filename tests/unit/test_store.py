@@ -17,8 +17,18 @@ pytestmark = pytest.mark.unit
 def test_key_depends_on_everything_it_hashes():
     base = artifact_key("s", 1, {"a": 1}, {"in": "k"})
     assert base == artifact_key("s", 1, {"a": 1}, {"in": "k"})
-    assert len({base, artifact_key("t", 1, {"a": 1}, {"in": "k"}), artifact_key("s", 2, {"a": 1}, {"in": "k"}),
-                artifact_key("s", 1, {"a": 2}, {"in": "k"}), artifact_key("s", 1, {"a": 1}, {"in": "j"})}) == 5
+    assert (
+        len(
+            {
+                base,
+                artifact_key("t", 1, {"a": 1}, {"in": "k"}),
+                artifact_key("s", 2, {"a": 1}, {"in": "k"}),
+                artifact_key("s", 1, {"a": 2}, {"in": "k"}),
+                artifact_key("s", 1, {"a": 1}, {"in": "j"}),
+            }
+        )
+        == 5
+    )
 
 
 def test_publish_writes_manifest_with_checksums(tmp_path):
