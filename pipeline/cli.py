@@ -51,7 +51,7 @@ def run(
     jobs: str | None,
 ) -> None:
     """Run TARGETS (``all``, ``ablations`` or step names) on this machine, skipping finished work."""
-    from pipeline.runners.local import parse_jobs
+    from pipeline.runners.local.runner import parse_jobs
 
     tasks_at_once = None if jobs is None else parse_jobs(jobs)
     config, plan = session.plan(config_name, overrides, targets, force)
@@ -60,8 +60,8 @@ def run(
 
 def _run_reporting_failures(plan: Plan, store: Store, config: Config, jobs: int | None = None) -> None:
     """``run_plan``; failed tasks end the command with one ``error:`` line each, naming its log."""
-    from pipeline.runners.local import run_plan
-    from pipeline.runners.parallel import TasksFailed
+    from pipeline.runners.local.parallel import TasksFailed
+    from pipeline.runners.local.runner import run_plan
 
     try:
         run_plan(plan, store, config, jobs=jobs)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli_common import Session, fail_cleanly, config_options
+from pipeline.cli_common import Session, config_options, fail_cleanly
 
 if TYPE_CHECKING:
     from pipeline.runners.slurm import Submission, Submitted
@@ -44,7 +44,7 @@ def submit(
     (an upstream task failed, was cancelled or is submitted again) are cancelled and replaced.
     """
     from pipeline.runners import slurm
-    from pipeline.runners.profile import load_profile
+    from pipeline.runners.slurm.profile import load_profile
 
     slurm.check_root(session.store.root)
     targets = targets or ("all",)

@@ -142,7 +142,7 @@ def foreign_lines(jobs: Sequence[Foreign], config_name: str, action: str = "") -
 
 
 def _tasks(labels: Sequence[str]) -> str:
-    from pipeline.runners.arrays import id_pattern
+    from pipeline.runners.slurm.arrays import id_pattern
 
     steps = list(dict.fromkeys(label.split("[")[0] for label in labels))
     ids = [label.split("[", 1)[1][:-1] for label in labels]
@@ -222,7 +222,7 @@ def _failed(job_id: str, tasks: list[Planned], states: Mapping[tuple[str, str], 
 
 
 def _what(tasks: Sequence[Planned]) -> str:
-    from pipeline.runners.arrays import id_pattern
+    from pipeline.runners.slurm.arrays import id_pattern
 
     return f"{len(tasks)} tasks {id_pattern([p.task.id for p in tasks])}" if len(tasks) > 1 else tasks[0].task.id
 

@@ -36,7 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.execute import execute
 from pipeline.kernels import pin
 from pipeline.methods import METHODS
-from pipeline.runners.local import run_plan
+from pipeline.runners.local.runner import run_plan
 from pipeline.store import Artifact, Store
 from pipeline.tools.bench_kernels import bench_kernels
 

@@ -34,9 +34,9 @@ def preload() -> None:
     import pipeline.cli  # noqa: F401
     import pipeline.figures  # noqa: F401
     import pipeline.losses  # noqa: F401
+    import pipeline.methods  # noqa: F401
     import pipeline.metrics  # noqa: F401
     import pipeline.models  # noqa: F401
-    import pipeline.methods  # noqa: F401
     import pipeline.tables  # noqa: F401
     import pipeline.training  # noqa: F401
     import pipeline.victims  # noqa: F401

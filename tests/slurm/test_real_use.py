@@ -30,8 +30,9 @@ import yaml
 from pipeline.config import load_config
 from pipeline.dag import build_plan, discover
 from pipeline.runners import slurm
-from pipeline.runners.parallel import task_log
-from pipeline.runners.profile import load_profile
+from pipeline.runners.logs import task_log
+from pipeline.runners.slurm import states as slurm_snapshot
+from pipeline.runners.slurm.profile import load_profile
 from pipeline.status import report
 from pipeline.store import Store
 from tests.faults._harness import digests, folder_digests
@@ -247,15 +248,15 @@ def test_a_task_finishing_during_submit_or_status_is_done_not_a_blocker(
     finish("a")
     second = slurm.submit(stale_plan, store, config, profile, ["last"], package=GATED)
     queue = in_queue(ids)
-    asked = slurm._scheduler_states
+    asked = slurm_snapshot._scheduler_states
 
     def ends_before_slurm_answers(*args):
         finish("b")
         return asked(*args)
 
-    monkeypatch.setattr(slurm, "_scheduler_states", ends_before_slurm_answers)
+    monkeypatch.setattr(slurm_snapshot, "_scheduler_states", ends_before_slurm_answers)
     lines = list(report(plan(), store, config))
-    monkeypatch.setattr(slurm, "_scheduler_states", asked)
+    monkeypatch.setattr(slurm_snapshot, "_scheduler_states", asked)
     text = "\n".join(lines)
     ok = not second.jobs and not second.cancelled and "never" not in text and slurm.MISSING not in text
     fault_log(

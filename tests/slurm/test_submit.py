@@ -17,8 +17,9 @@ import yaml
 from pipeline.config import load_config
 from pipeline.dag import build_plan
 from pipeline.execute import COMMIT_VARIABLE
-from pipeline.runners import slurm, slurm_job
-from pipeline.runners.profile import load_profile
+from pipeline.runners import slurm
+from pipeline.runners.slurm import job as slurm_job
+from pipeline.runners.slurm.profile import load_profile
 from pipeline.store import Store
 from tests.slurm.conftest import LOCAL_PROFILE, REPO, checked, in_queue, pipeline, sacct, wait_for_jobs, wait_until
 from tests.slurm.trivial import TrivialRunner

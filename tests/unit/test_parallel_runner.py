@@ -15,8 +15,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.dag import Plan, Planned, Resources, Step, Task
 from pipeline.errors import PipelineError
-from pipeline.runners.local import run_plan
-from pipeline.runners.parallel import TasksFailed
+from pipeline.runners.local.parallel import TasksFailed
+from pipeline.runners.local.runner import run_plan
 from pipeline.store import Store
 
 pytestmark = pytest.mark.unit

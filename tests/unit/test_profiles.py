@@ -18,8 +18,8 @@ from pipeline.config import load_config
 from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.runners import slurm
-from pipeline.runners.arrays import array_jobs, id_pattern
-from pipeline.runners.profile import SMALL_PACK, load_profile, minutes
+from pipeline.runners.slurm.arrays import array_jobs, id_pattern
+from pipeline.runners.slurm.profile import SMALL_PACK, load_profile, minutes
 from pipeline.store import MANIFEST, Store
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ import pytest
 
 from pipeline.dag import Planned, Resources, Step, Task
 from pipeline.errors import PipelineError
-from pipeline.runners.local import parse_jobs
-from pipeline.runners.resources import Demand, Machine, allot, detect_machine
+from pipeline.runners.local.resources import Demand, Machine, allot, detect_machine
+from pipeline.runners.local.runner import parse_jobs
 
 pytestmark = pytest.mark.unit
 
@@ -113,7 +113,7 @@ def test_run_with_a_bad_j_fails_with_one_error_line(tmp_path):
 
 
 def test_without_cuda_visible_devices_each_nvidia_device_node_is_a_gpu(monkeypatch, tmp_path):
-    import pipeline.runners.resources as resources
+    import pipeline.runners.local.resources as resources
 
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
         (tmp_path / name).touch()

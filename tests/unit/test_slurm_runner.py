@@ -16,11 +16,11 @@ from pipeline.config import load_config
 from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.execute import COMMIT_VARIABLE, checkout_commit, git_commit, pin_git_commit
-from pipeline.runners import arrays, slurm
-from pipeline.runners.arrays import array_jobs
-from pipeline.runners.slurm import CANCELLED, NEVER, PENDING, RUNNING, TaskState, triage
-from pipeline.runners.parallel import task_log
-from pipeline.runners.slurm_job import TaskRunner
+from pipeline.runners import slurm
+from pipeline.runners.logs import task_log
+from pipeline.runners.slurm import CANCELLED, NEVER, PENDING, RUNNING, TaskState, arrays, triage
+from pipeline.runners.slurm.arrays import array_jobs
+from pipeline.runners.slurm.job import TaskRunner
 from pipeline.store import MANIFEST, Store
 
 pytestmark = pytest.mark.unit
@@ -214,7 +214,7 @@ def test_a_root_with_spaces_is_fine_and_the_dry_run_folders_are_private(tmp_path
 
 
 def _profile(tmp_path: Path):
-    from pipeline.runners.profile import load_profile
+    from pipeline.runners.slurm.profile import load_profile
 
     path = tmp_path / "profile.yaml"
     path.write_text("gpu: {partition: gpu, gres: 'gpu:v100:1'}")
@@ -283,7 +283,7 @@ def test_submitits_end_of_the_job_is_not_taken_for_a_task_failure(tmp_path, conf
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     steps = {"write": dataclasses.replace(write.STEP, run=timed_out)}
-    monkeypatch.setattr("pipeline.runners.slurm_job.discover", lambda package: steps)
+    monkeypatch.setattr("pipeline.runners.slurm.job.discover", lambda package: steps)
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["write"], steps=steps)
     with pytest.raises(UncompletedJobError):

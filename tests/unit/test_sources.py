@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.images import load_file
-from pipeline.data.sampling import choose, from_manifest, make_manifest, file_checksums
+from pipeline.data.sampling import choose, file_checksums, from_manifest, make_manifest
 from pipeline.data.shards import ShardSet, read_shard, shard_length, write_shard
 from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError

@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.dag import Plan, Planned
 from pipeline.errors import PipelineError
 from pipeline.execute import execute
-from pipeline.runners.resources import allot, detect_machine
+from pipeline.runners.local.resources import allot, detect_machine
 from pipeline.store import Store
 
 
@@ -53,7 +53,7 @@ def run_plan(
     if allotment.workers == 1:
         _run_here(pending, store, config, echo)
     else:
-        from pipeline.runners.parallel import run_parallel
+        from pipeline.runners.local.parallel import run_parallel
 
         run_parallel(pending, store, config, allotment, echo)
     echo(f"done: {len(pending)} task(s)")

@@ -24,7 +24,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.dag import Plan, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.execute import PLANNED_VARIABLE, execute, pin_git_commit
-from pipeline.runners.parallel import task_log
+from pipeline.runners.logs import task_log
 from pipeline.store import Store
 
 

@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from pipeline.runners.worker import Job, Report, serve
+from pipeline.runners.local.worker import Job, Report, serve
 
 _STOP_TIMEOUT_S = 10.0
 
@@ -43,7 +43,7 @@ class Pool:
 
     def __init__(self, count: int, gpus: Sequence[str], config: dict[str, Any], root: Path):
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["pipeline.runners._preload"])
+        self._context.set_forkserver_preload(["pipeline.runners.local._preload"])
         # Ctrl-C is the runner's to handle: the fork server (so its workers) inherits SIGINT ignored
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

@@ -22,10 +22,11 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.dag import Planned
 from pipeline.errors import PipelineError
-from pipeline.runners.pool import Pool
-from pipeline.runners.progress import Progress
-from pipeline.runners.resources import Allotment
-from pipeline.runners.worker import Job, Report
+from pipeline.runners.local.pool import Pool
+from pipeline.runners.local.progress import Progress
+from pipeline.runners.local.resources import Allotment
+from pipeline.runners.local.worker import Job, Report
+from pipeline.runners.logs import task_log
 from pipeline.store import Store
 
 Id = tuple[str, str]  # (step, key)
@@ -60,11 +61,6 @@ class _Interrupted(BaseException):
 def log_path(store: Store, planned: Planned) -> Path:
     """Where a task's stdout and stderr go in a parallel run."""
     return task_log(store.root, planned.step.name, planned.key)
-
-
-def task_log(root: Path, step: str, key: str) -> Path:
-    """A task's own log: its output in a parallel run, its failure in a Slurm job."""
-    return root / ".logs" / step / f"{key}.log"
 
 
 def run_parallel(
