@@ -13,7 +13,7 @@ import click
 from pipeline.cli_common import Session, fail_cleanly
 
 if TYPE_CHECKING:
-    from pipeline.tools.bench import Result
+    from pipeline.tools.bench.core import Result
 
 _COLUMNS = ("benchmark", "ours", "reference", "ratio", "target", "result", "note")
 
@@ -114,7 +114,7 @@ def bench(
     Uses a temporary artifact root unless `pipeline --artifacts DIR bench` names one (tasks it
     measures are rebuilt there, as with --force).
     """
-    from pipeline.tools.bench import run_benchmarks
+    from pipeline.tools.bench.run import run_benchmarks
 
     session: Session = ctx.obj
     started = time.perf_counter()

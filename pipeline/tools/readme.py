@@ -239,7 +239,7 @@ def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
             if names:
                 raise
             continue
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
         done.append(name)
     readme.write_text(text)
     return done
