@@ -79,6 +79,7 @@ def step_costs(plan: Plan, store: Store, margin: float) -> list[StepCost]:
 def _step_cost(step: str, source: str, units: list[Unit], margin: float) -> StepCost:
     walls = [u.elapsed_s for u in units]
     cpu = [u.cpu_s for u in units]
+    known_cpu = [s for s in cpu if s is not None]
     peaks = [u.peak_rss_mib for u in units if u.peak_rss_mib is not None]
     mems = [u.mem_mib for u in units if u.mem_mib is not None]
     peak = max(peaks) if peaks else None
@@ -89,7 +90,7 @@ def _step_cost(step: str, source: str, units: list[Unit], margin: float) -> Step
         len(units),
         sum(walls),
         max(walls),
-        None if None in cpu else sum(cpu) / 3600,
+        None if len(known_cpu) < len(cpu) else sum(known_cpu) / 3600,
         sum(u.gpu_s for u in units) / 3600,
         peak,
         max(mems) if mems else None,

@@ -70,7 +70,9 @@ class Session:
 
 def _set_artifacts(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        ctx.find_object(Session).artifacts = value
+        session = ctx.find_object(Session)
+        assert session is not None  # the group made it
+        session.artifacts = value
 
 
 def accept_group_options(group: click.Group) -> None:

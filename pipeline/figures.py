@@ -160,7 +160,7 @@ def convergence_panels(
                     ax.legend(fontsize=5)
             if i == len(quantities) - 1:
                 ax.set_xlabel("steps", fontsize=7)
-    for i, quantity in enumerate(quantities):  # one scale per row, so runs compare at a glance
+    for i in range(len(quantities)):  # one scale per row, so runs compare at a glance
         lows, highs = zip(*(axes[i, j].get_ylim() for j in range(len(runs))))
         for j in range(len(runs)):
             axes[i, j].set_ylim(min(lows), max(highs))

@@ -151,6 +151,7 @@ def copy_matching(dst: ConvVAE, src: ConvVAE) -> tuple[int, int]:
     with torch.no_grad():
         for target, source in pairs:
             if target.weight.shape == source.weight.shape:
+                assert target.bias is not None and source.bias is not None  # every layer here has a bias
                 target.weight.copy_(source.weight)
                 target.bias.copy_(source.bias)
                 copied += target.weight.numel() + target.bias.numel()

@@ -7,7 +7,7 @@ import difflib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pipeline.errors import PipelineError
 
@@ -26,7 +26,7 @@ def build(cls: type[T], data: Any, where: str) -> T:
     """Validate ``data`` against dataclass ``cls``; ``where`` names it in errors (e.g. ``attack``)."""
     if not isinstance(data, Mapping):
         raise PipelineError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
     for key in data:
         if key not in fields:
             raise PipelineError(f"unknown key {_join(where, key)!r}{suggest(str(key), fields)}")
@@ -68,7 +68,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 errors.append(err)
         raise errors[0]
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
+        return build(cast(type, tp), value, path)
     if origin is list:
         if not isinstance(value, list):
             raise _type_error(path, value, _type_name(tp))

@@ -6,6 +6,7 @@ temporary directory, before the rename. Readers verify sizes (cheap) or sha256 (
 
 from __future__ import annotations
 
+import builtins  # Store.list shadows list in its class body
 import contextlib
 import fcntl
 import hashlib
@@ -125,7 +126,7 @@ class Store:
             found.append(Artifact(step, manifest.parent.name, manifest.parent, data))
         return sorted(found, key=lambda a: str(a.manifest.get("finished", "")), reverse=True)
 
-    def steps(self) -> list[str]:
+    def steps(self) -> builtins.list[str]:
         return (
             sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
             if self.root.is_dir()
@@ -191,7 +192,7 @@ class Store:
             os.rename(path, trash)
             shutil.rmtree(trash)
 
-    def sweep(self, max_age_s: float = 0.0) -> list[Path]:
+    def sweep(self, max_age_s: float = 0.0) -> builtins.list[Path]:
         """Remove what killed runs left behind (older than ``max_age_s``): staging directories,
         replaced artifacts, and the scratch directories of artifacts that did get published. A
         directory whose task is running now (its artifact lock is held) is left alone."""

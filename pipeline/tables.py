@@ -15,6 +15,7 @@ models it reads are "not trained" (held-out PSNR within 1 dB of the mean image; 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,7 @@ def _latex_row(
     name: str,
     values: Sequence[float],
     digits: int,
-    bold: set[int] = frozenset(),
+    bold: AbstractSet[int] = frozenset(),
     spreads: Sequence[float] | None = None,
 ) -> str:
     spreads = spreads if spreads is not None else [float("nan")] * len(values)

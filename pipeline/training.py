@@ -216,7 +216,7 @@ def train(
     if not sizes or min(sizes.values()) == 0 or len(set(sizes.values())) != 1:
         raise ValueError(f"data must be non-empty tensors of equal length, got sizes {sizes}")
 
-    params = []
+    params: list[Tensor] = []
     for model in trainable.values():
         model.to(device)
         params += [p for p in model.parameters() if p.requires_grad]

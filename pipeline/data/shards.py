@@ -186,6 +186,10 @@ _QUIET = threading.Lock()
 _quiet_depth, _hooks = 0, (sys.unraisablehook, sys.excepthook)
 
 
+def _ignore(*_: object) -> None:
+    """A hook that reports nothing."""
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """HDF5 objects that cannot flush complain as they die (tracebacks on stderr): silence them, in any
@@ -194,7 +198,7 @@ def _quiet() -> Iterator[None]:
     with _QUIET:
         if _quiet_depth == 0:
             _hooks = sys.unraisablehook, sys.excepthook
-            sys.unraisablehook = sys.excepthook = lambda *_: None
+            sys.unraisablehook = sys.excepthook = _ignore
         _quiet_depth += 1
     try:
         yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -210,13 +211,16 @@ def render_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _filled(body: str, block: re.Match[str]) -> str:
+    """A ``<!-- results:... -->`` block of the README with ``body`` inside."""
+    return block.group(1) + body + "\n" + block.group(2)
+
+
 TIERS = ("demo", "matched")  # configs whose committed results the README shows
 _PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": render_attacks, "-sanity": render_sanity}
 RENDERERS: dict[str, Callable[[], str]] = {
     **{
-        f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
-        for tier in TIERS
-        for kind, render in _PER_TIER.items()
+        f"{tier}{kind}": partial(render, Path("results") / tier) for tier in TIERS for kind, render in _PER_TIER.items()
     },
     "matched-convergence": lambda: render_convergence(Path("results") / "matched"),
     "verdict": lambda: render_verdicts({tier: Path("results") / tier for tier in reversed(TIERS)}),
@@ -239,7 +243,7 @@ def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
             if names:
                 raise
             continue
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(partial(_filled, body), text)
         done.append(name)
     readme.write_text(text)
     return done

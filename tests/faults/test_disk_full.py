@@ -67,12 +67,11 @@ def _fill(directory: Path, leave_kib: int) -> Path:
     stat = os.statvfs(directory)
     free = stat.f_bavail * stat.f_frsize
     size = max(0, free - leave_kib * 1024)
-    with open(filler, "wb") as handle:
-        with contextlib.suppress(OSError):
-            while size > 0:
-                chunk = min(size, 1 << 20)
-                handle.write(b"\0" * chunk)
-                size -= chunk
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while size > 0:
+            chunk = min(size, 1 << 20)
+            handle.write(b"\0" * chunk)
+            size -= chunk
     return filler
 
 

@@ -47,7 +47,7 @@ def test_linf_attacks_stay_in_the_ball_after_float16_storage(photo_victim, name,
     adv = _attack(name, victim, images, labels)
     stored = adv.half().float()
     assert float((stored - images).abs().max()) <= eps + 1e-3  # float16 spacing is <= 2^-11 on [0, 1]
-    assert 0 <= float(stored.min()) and float(stored.max()) <= 1
+    assert float(stored.min()) >= 0 and float(stored.max()) <= 1
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "bim"])

@@ -17,11 +17,10 @@ import jobs._training
 from pipeline.config import load_config
 from pipeline.dag import Planned
 from pipeline.losses import freeze
-from pipeline.methods import METHODS
 from pipeline.models import build_model
 from pipeline.store import Store
 from pipeline.tools.bench.core import full_plan
-from pipeline.tools.bench.train import SETUP_ARGUMENTS, TrainCase
+from pipeline.tools.bench.train import SETUP_ARGUMENTS, TrainCase, reads_cae
 
 IMAGES = 1000  # several batches, so the held-out rows change the steps per epoch
 
@@ -60,11 +59,6 @@ def step_setup(planned: Planned, images: np.ndarray, frozen: dict, config, monke
     return caught.value.setup
 
 
-def uses_cae(planned: Planned) -> bool:
-    """Whether the task trains the paper's AAE or one of its variants (the method reads the frozen CAE)."""
-    return METHODS[planned.task.config["method"]].training.with_cae
-
-
 def cases(plan) -> list[Planned]:
     """One training task per distinct setup (step, loss, section)."""
     out: dict[str, Planned] = {}
@@ -81,8 +75,8 @@ def test_bench_trains_the_loss_network_and_schedule_of_every_training_task(confi
     plan = full_plan(config, Store(tmp_path))
     by_ref = {(p.task.step, p.key): p for p in plan.tasks}
     trained = cases(plan)
-    aae_rows = {p.task.config["row"] for p in plan.tasks if p.task.step == "train-aae" and uses_cae(p)}
-    assert {p.task.config["row"] for p in trained if p.task.step == "train-aae" and uses_cae(p)} == aae_rows
+    aae_rows = {p.task.config["row"] for p in plan.tasks if p.task.step == "train-aae" and reads_cae(p)}
+    assert {p.task.config["row"] for p in trained if p.task.step == "train-aae" and reads_cae(p)} == aae_rows
     assert len(aae_rows) > 1 and any(p.task.step == "train-cae" for p in trained)
     for planned in trained:
         shape = tuple(planned.task.config["image_shape"])

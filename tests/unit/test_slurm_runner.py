@@ -556,10 +556,12 @@ def test_queued_jobs_of_another_plan_are_named_and_those_writing_here_may_be_can
 
 def test_a_second_holder_of_the_submission_lock_waits_and_names_the_first(tmp_path):
     heard: list[str] = []
-    with slurm.submission_lock(tmp_path, "submit"):
-        with pytest.raises(PipelineError) as err:
-            with slurm.submission_lock(tmp_path, "submit", heard.append, wait_s=0.5):
-                pass
+    with (
+        slurm.submission_lock(tmp_path, "submit"),
+        pytest.raises(PipelineError) as err,
+        slurm.submission_lock(tmp_path, "submit", heard.append, wait_s=0.5),
+    ):
+        pass
     holder = f"`pipeline submit` (pid {os.getpid()} on "
     assert len(heard) == 1 and heard[0].startswith(f"waiting for {holder}") and str(tmp_path) in heard[0]
     assert str(err.value).startswith(f"{tmp_path / slurm.RECORDS / slurm.LOCK} is still held by {holder}")

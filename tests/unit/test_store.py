@@ -46,10 +46,9 @@ def test_publish_writes_manifest_with_checksums(tmp_path):
 
 def test_failed_write_publishes_nothing(tmp_path):
     store = Store(tmp_path)
-    with pytest.raises(RuntimeError):
-        with store.staging("step", "abc") as tmp:
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), store.staging("step", "abc") as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed")
     assert not store.is_complete("step", "abc")
     assert list((tmp_path / "step").iterdir()) == []
 

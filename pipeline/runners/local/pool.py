@@ -76,11 +76,12 @@ class Pool:
         worker that died is replaced, and its job reported as failed."""
         busy = [w for w in self.workers if w.job is not None]
         ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-        out = []
+        out: list[tuple[Job, Report]] = []
         for worker in busy:
             if worker.conn not in ready and worker.process.sentinel not in ready:
                 continue
             job, worker.job = worker.job, None
+            assert job is not None  # busy
             try:
                 report = worker.conn.recv() if worker.conn.poll() else None
             except (EOFError, OSError):

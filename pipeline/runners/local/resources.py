@@ -63,7 +63,10 @@ def _gpus() -> tuple[str, ...]:
 
 def mebibytes(slurm_mem: str) -> int:
     """A Slurm memory size (``16G``; no suffix: megabytes) in MiB."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem).groups()
+    match = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem)
+    if match is None:
+        raise ValueError(f"not a Slurm memory size: {slurm_mem!r}")
+    number, unit = match.groups()
     return int(int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit])
 
 

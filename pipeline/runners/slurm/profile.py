@@ -142,7 +142,7 @@ class JobSettings:
 
     def submitit_parameters(self, checkpointable: bool) -> dict[str, Any]:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
-        params = {
+        params: dict[str, Any] = {
             _RENAMED.get(k, k): _CONVERT[k](v) if k in _CONVERT else v
             for k, v in self.values.items()
             if k not in _NOT_SBATCH

@@ -107,7 +107,8 @@ def run_task(argv: Sequence[str]) -> None:
     config = load_config(config_name, overrides)
     store = Store(Path(root))
     execute(full_plan(config, store, force=[step]).find(step, task_id), store, config)
-    print(re.search(r"^VmHWM:\s*(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+    peak = re.search(r"^VmHWM:\s*(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    print(peak.group(1) if peak else "0")
 
 
 def peak_rss_mib(argv: Sequence[str], cwd: Path) -> float:
@@ -154,6 +155,9 @@ def bench_memory(bench: Bench, wants: Callable[[str], bool]) -> list[Result]:
             cwd=bench.scratch,
         )
         limit = mebibytes(step.resources.mem)
+        if limit is None:
+            rows.append(skipped_row(f"memory/{name}", f"the step's mem {step.resources.mem!r} is no Slurm size"))
+            continue
         rows.append(
             Result(
                 f"memory/{name}",

@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _selected(items: set[str] | None, item: str) -> bool:
+    return items is None or item in items
+
+
 def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
     """Per group, which of its rows to run: ``--only attack`` runs the group, ``attack/fgsm`` one row."""
     if not only:
@@ -60,11 +65,12 @@ def selection(only: Sequence[str]) -> dict[str, Callable[[str], bool]]:
         group, _, item = name.partition("/")
         if group not in GROUPS:
             raise PipelineError(f"--only {name!r}: unknown benchmark (groups: {', '.join(GROUPS)})")
-        if not item or chosen.get(group, set()) is None:
+        items = chosen.get(group, set())
+        if not item or items is None:
             chosen[group] = None
         else:
-            chosen.setdefault(group, set()).add(item)
-    return {group: (lambda item, items=items: items is None or item in items) for group, items in chosen.items()}
+            chosen[group] = items | {item}
+    return {group: partial(_selected, items) for group, items in chosen.items()}
 
 
 def bench_overrides(config_name: str, scratch: Path) -> list[str]:

@@ -138,7 +138,13 @@ def train_planned(bench: Bench, kind: str) -> Planned:
     plan = full_plan(bench.config, bench.store)
     if kind == "cae":
         return representative(plan, "train-cae")
-    return representative(plan, "train-aae", lambda p: METHODS[p.task.config["method"]].training.with_cae)
+    return representative(plan, "train-aae", reads_cae)
+
+
+def reads_cae(planned: Planned) -> bool:
+    """Whether the task trains the paper's AAE (or a variant): a method that reads the frozen CAE."""
+    training = METHODS[planned.task.config["method"]].training
+    return training is not None and training.with_cae
 
 
 def cae_case(bench: Bench) -> TrainCase:
