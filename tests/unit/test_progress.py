@@ -37,7 +37,7 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             raise Stop
 
     spec = TrainSpec(epochs=epochs, batch_size=16, lr=1e-3, milestones=[])
-    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3))
+    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3, reduction="sum"))
     with contextlib.suppress(Stop):
         train(
             {"model": model},
