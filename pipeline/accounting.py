@@ -70,20 +70,34 @@ def step_costs(plan: Plan, store: Store, margin: float) -> list[StepCost]:
     for unit in units:
         grouped[unit.step, unit.source].append(unit)
     order = {step: i for i, step in enumerate(plan.steps)}
-    return [_step_cost(step, source, grouped[step, source], margin)
-            for step, source in sorted(grouped, key=lambda k: (order.get(k[0], len(order)), SOURCES.index(k[1])))]
+    return [
+        _step_cost(step, source, grouped[step, source], margin)
+        for step, source in sorted(grouped, key=lambda k: (order.get(k[0], len(order)), SOURCES.index(k[1])))
+    ]
 
 
 def _step_cost(step: str, source: str, units: list[Unit], margin: float) -> StepCost:
     walls = [u.elapsed_s for u in units]
     cpu = [u.cpu_s for u in units]
+    known_cpu = [s for s in cpu if s is not None]
     peaks = [u.peak_rss_mib for u in units if u.peak_rss_mib is not None]
     mems = [u.mem_mib for u in units if u.mem_mib is not None]
     peak = max(peaks) if peaks else None
-    return StepCost(step, source, sum(u.tasks for u in units), len(units), sum(walls), max(walls),
-                    None if None in cpu else sum(cpu) / 3600, sum(u.gpu_s for u in units) / 3600, peak,
-                    max(mems) if mems else None, sum(u.requeues for u in units),
-                    suggest_time(max(walls) * margin), suggest_mem(peak * margin) if peak is not None else "")
+    return StepCost(
+        step,
+        source,
+        sum(u.tasks for u in units),
+        len(units),
+        sum(walls),
+        max(walls),
+        None if len(known_cpu) < len(cpu) else sum(known_cpu) / 3600,
+        sum(u.gpu_s for u in units) / 3600,
+        peak,
+        max(mems) if mems else None,
+        sum(u.requeues for u in units),
+        suggest_time(max(walls) * margin),
+        suggest_mem(peak * margin) if peak is not None else "",
+    )
 
 
 def suggest_time(seconds: float) -> str:
@@ -119,8 +133,19 @@ def local_units(plan: Plan, store: Store) -> list[Unit]:
         usage = manifest.get("usage") or {}
         seconds = float(manifest.get("seconds", 0.0))
         gpus = planned.step.resources.gpus if str((manifest.get("runtime") or {}).get("device")) == "cuda" else 0
-        units.append(Unit(planned.task.step, "local", 1, seconds, usage.get("cpu_s"), gpus * seconds,
-                          usage.get("peak_rss_mib"), mebibytes(planned.step.resources.mem), 0))
+        units.append(
+            Unit(
+                planned.task.step,
+                "local",
+                1,
+                seconds,
+                usage.get("cpu_s"),
+                gpus * seconds,
+                usage.get("peak_rss_mib"),
+                mebibytes(planned.step.resources.mem),
+                0,
+            )
+        )
     return units
 
 
@@ -163,8 +188,10 @@ def sacct(job_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise PipelineError(f"sacct failed: {err}") from None
     if done.returncode != 0:
-        raise PipelineError(f"sacct failed: {' '.join(done.stderr.split()) or done.returncode} (Slurm's "
-                            f"accounting, slurmdbd, is needed for the cost of Slurm runs)")
+        raise PipelineError(
+            f"sacct failed: {' '.join(done.stderr.split()) or done.returncode} (Slurm's "
+            f"accounting, slurmdbd, is needed for the cost of Slurm runs)"
+        )
     out: dict[str, list[dict[str, str]]] = defaultdict(list)
     for line in done.stdout.splitlines():
         row = dict(zip(_SACCT_FIELDS, line.split("|")))
@@ -183,8 +210,17 @@ def _slurm_unit(step: str, tasks: int, lines: Iterable[Mapping[str, str]]) -> Un
     gpu = sum(t.get("gres/gpu", 0) * float(line["ElapsedRaw"] or 0) for t, line in zip(tres, allocations))
     peaks = [m for m in (mebibytes(line["MaxRSS"]) for line in steps) if m is not None]
     mems = [m for m in (mebibytes(line["ReqMem"]) for line in allocations) if m is not None]
-    return Unit(step, "slurm", tasks, elapsed, cpu, gpu, max(peaks) if peaks else None,
-                max(mems) if mems else None, max(0, len(allocations) - 1))
+    return Unit(
+        step,
+        "slurm",
+        tasks,
+        elapsed,
+        cpu,
+        gpu,
+        max(peaks) if peaks else None,
+        max(mems) if mems else None,
+        max(0, len(allocations) - 1),
+    )
 
 
 def _tres(text: str) -> dict[str, float]:
@@ -200,8 +236,21 @@ def _tres(text: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------- output
 
-_HEADERS = ("step", "source", "tasks", "jobs", "wall sum", "wall max", "CPU-h", "GPU-h", "peak RSS", "mem",
-            "requeues", "suggest time", "suggest mem")
+_HEADERS = (
+    "step",
+    "source",
+    "tasks",
+    "jobs",
+    "wall sum",
+    "wall max",
+    "CPU-h",
+    "GPU-h",
+    "peak RSS",
+    "mem",
+    "requeues",
+    "suggest time",
+    "suggest mem",
+)
 
 
 def write_csv(rows: Sequence[StepCost], path: Path) -> None:
@@ -220,9 +269,24 @@ def _csv_value(value: Any) -> Any:
 
 def table(rows: Sequence[StepCost]) -> list[str]:
     """Aligned columns for the terminal."""
-    cells = [_HEADERS] + [(r.step, r.source, str(r.tasks), str(r.jobs), _duration(r.wall_s_sum),
-                           _duration(r.wall_s_max), _hours(r.cpu_hours), _hours(r.gpu_hours), _mib(r.peak_rss_mib),
-                           _mib(r.mem_mib), str(r.requeues), r.suggest_time, r.suggest_mem) for r in rows]
+    cells = [_HEADERS] + [
+        (
+            r.step,
+            r.source,
+            str(r.tasks),
+            str(r.jobs),
+            _duration(r.wall_s_sum),
+            _duration(r.wall_s_max),
+            _hours(r.cpu_hours),
+            _hours(r.gpu_hours),
+            _mib(r.peak_rss_mib),
+            _mib(r.mem_mib),
+            str(r.requeues),
+            r.suggest_time,
+            r.suggest_mem,
+        )
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADERS))]
     return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
 
@@ -235,7 +299,7 @@ def profile_lines(rows: Sequence[StepCost], margin: float) -> list[str]:
     lines = [f"# measured maxima x {margin:g} (one job = one array element, all its packed tasks)", "steps:"]
     for step, row in chosen.items():
         mem = f", mem: {row.suggest_mem}" if row.suggest_mem else ""
-        lines.append(f"  {step}: {{time: \"{row.suggest_time}\"{mem}}}  # from {row.source}")
+        lines.append(f'  {step}: {{time: "{row.suggest_time}"{mem}}}  # from {row.source}')
     return lines
 
 

@@ -32,15 +32,26 @@ def main(ctx: click.Context, artifacts: str | None) -> None:
 @click.argument("targets", nargs=-1)
 @config_options
 @click.option("--force", multiple=True, metavar="STEP", help="Rebuild this step and its dependants.")
-@click.option("-j", "--jobs", metavar="N", help="Tasks at once, in worker processes: each gets its share of the "
-              "cores, and one GPU if its step uses one (default: runtime.jobs; 0: as many as the steps' declared "
-              "cpus, memory and GPUs fit on this machine).")
+@click.option(
+    "-j",
+    "--jobs",
+    metavar="N",
+    help="Tasks at once, in worker processes: each gets its share of the "
+    "cores, and one GPU if its step uses one (default: runtime.jobs; 0: as many as the steps' declared "
+    "cpus, memory and GPUs fit on this machine).",
+)
 @click.pass_obj
 @fail_cleanly
-def run(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
-        force: tuple[str, ...], jobs: str | None) -> None:
+def run(
+    session: Session,
+    targets: tuple[str, ...],
+    config_name: str,
+    overrides: tuple[str, ...],
+    force: tuple[str, ...],
+    jobs: str | None,
+) -> None:
     """Run TARGETS (``all``, ``ablations`` or step names) on this machine, skipping finished work."""
-    from pipeline.runners.local import parse_jobs
+    from pipeline.runners.local.runner import parse_jobs
 
     tasks_at_once = None if jobs is None else parse_jobs(jobs)
     config, plan = session.plan(config_name, overrides, targets, force)
@@ -49,8 +60,8 @@ def run(session: Session, targets: tuple[str, ...], config_name: str, overrides:
 
 def _run_reporting_failures(plan: Plan, store: Store, config: Config, jobs: int | None = None) -> None:
     """``run_plan``; failed tasks end the command with one ``error:`` line each, naming its log."""
-    from pipeline.runners.local import run_plan
-    from pipeline.runners.parallel import TasksFailed
+    from pipeline.runners.local.parallel import TasksFailed
+    from pipeline.runners.local.runner import run_plan
 
     try:
         run_plan(plan, store, config, jobs=jobs)
@@ -66,8 +77,9 @@ def _run_reporting_failures(plan: Plan, store: Store, config: Config, jobs: int 
 @click.option("--force", multiple=True, metavar="STEP")
 @click.pass_obj
 @fail_cleanly
-def plan(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
-         force: tuple[str, ...]) -> None:
+def plan(
+    session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...], force: tuple[str, ...]
+) -> None:
     """Print the tasks of TARGETS with their keys and whether each is up to date; changes nothing."""
     _, planned = session.plan(config_name, overrides, targets, force)
     for step, items in planned.by_step().items():
@@ -160,8 +172,10 @@ def tables(session: Session, config_name: str, overrides: tuple[str, ...], ablat
     config, planned = session.plan(config_name, overrides, targets, force=targets)
     missing = [p.label for p in planned.tasks if p.task.step not in targets and not p.complete]
     if missing:
-        raise PipelineError(f"{len(missing)} upstream task(s) are not finished (first: {missing[0]}); "
-                            f"run `pipeline run {' '.join(targets)}` first")
+        raise PipelineError(
+            f"{len(missing)} upstream task(s) are not finished (first: {missing[0]}); "
+            f"run `pipeline run {' '.join(targets)}` first"
+        )
     _run_reporting_failures(planned, session.store, config)
 
 
@@ -198,10 +212,12 @@ def describe(session: Session, subject: str, config_name: str, overrides: tuple[
 
         for step in discover().values():
             r = step.resources
-            click.echo(f"{step.name:<14} v{step.version}  needs: {', '.join(step.needs) or '-':<28} "
-                       f"reads: {', '.join(step.reads):<22} {r.cpus} cpu, {r.gpus} gpu, {r.mem}, {r.time}"
-                       f"{'  (checkpointable)' if step.checkpointable else ''}"
-                       f"{'  (small: packed on Slurm)' if step.small else ''}  {step.description}")
+            click.echo(
+                f"{step.name:<14} v{step.version}  needs: {', '.join(step.needs) or '-':<28} "
+                f"reads: {', '.join(step.reads):<22} {r.cpus} cpu, {r.gpus} gpu, {r.mem}, {r.time}"
+                f"{'  (checkpointable)' if step.checkpointable else ''}"
+                f"{'  (small: packed on Slurm)' if step.small else ''}  {step.description}"
+            )
     else:
         from pipeline.describe import describe_models
 

@@ -11,14 +11,22 @@ from pipeline.cli_common import Session, config_options, fail_cleanly
 
 @click.command()
 @config_options
-@click.option("--margin", default=1.5, show_default=True, type=click.FloatRange(min=1.0),
-              help="Suggested time and mem = the measured maximum x this.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV to write (default: accounting.csv in the config's results directory).")
+@click.option(
+    "--margin",
+    default=1.5,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Suggested time and mem = the measured maximum x this.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV to write (default: accounting.csv in the config's results directory).",
+)
 @click.pass_obj
 @fail_cleanly
-def accounting(session: Session, config_name: str, overrides: tuple[str, ...], margin: float,
-               out: Path | None) -> None:
+def accounting(session: Session, config_name: str, overrides: tuple[str, ...], margin: float, out: Path | None) -> None:
     """Per step: tasks, jobs, wall time, CPU- and GPU-hours, peak RSS against the declared mem, requeues,
     and the time/mem a Slurm profile should ask; from sacct for submitted runs, manifests for local ones."""
     from pipeline.accounting import profile_lines, step_costs, table, write_csv

@@ -26,10 +26,20 @@ def fail_cleanly(command: Callable) -> Callable:
 
 
 def config_options(command: Callable) -> Callable:
-    command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                           help="Override one config value (repeatable), e.g. sample.seed=2.")(command)
-    return click.option("--config", "config_name", default="demo", show_default=True,
-                        help="Built-in config (smoke, demo, paper) or a YAML file.")(command)
+    command = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one config value (repeatable), e.g. sample.seed=2.",
+    )(command)
+    return click.option(
+        "--config",
+        "config_name",
+        default="demo",
+        show_default=True,
+        help="Built-in config (smoke, demo, paper) or a YAML file.",
+    )(command)
 
 
 ARTIFACTS_HELP = "Artifact root (default: $PIPELINE_ARTIFACTS or ./artifacts)."
@@ -60,11 +70,16 @@ class Session:
 
 def _set_artifacts(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        ctx.find_object(Session).artifacts = value
+        session = ctx.find_object(Session)
+        assert session is not None  # the group made it
+        session.artifacts = value
 
 
 def accept_group_options(group: click.Group) -> None:
     """Let every subcommand of ``group`` also take ``--artifacts`` after its own name."""
     for command in group.commands.values():
-        command.params.append(click.Option(["--artifacts"], metavar="DIR", expose_value=False,
-                                           callback=_set_artifacts, help=ARTIFACTS_HELP))
+        command.params.append(
+            click.Option(
+                ["--artifacts"], metavar="DIR", expose_value=False, callback=_set_artifacts, help=ARTIFACTS_HELP
+            )
+        )

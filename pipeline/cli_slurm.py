@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli_common import Session, fail_cleanly, config_options
+from pipeline.cli_common import Session, config_options, fail_cleanly
 
 if TYPE_CHECKING:
     from pipeline.runners.slurm import Submission, Submitted
@@ -18,13 +18,25 @@ if TYPE_CHECKING:
 @click.argument("targets", nargs=-1)
 @config_options
 @click.option("--force", multiple=True, metavar="STEP", help="Rebuild this step and its dependants.")
-@click.option("--profile", "profile_path", required=True, metavar="PATH",
-              help="Cluster profile, e.g. slurm/v100.yaml (keys: slurm/README.md).")
+@click.option(
+    "--profile",
+    "profile_path",
+    required=True,
+    metavar="PATH",
+    help="Cluster profile, e.g. slurm/v100.yaml (keys: slurm/README.md).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the jobs and write their sbatch scripts; run no Slurm command.")
 @click.pass_obj
 @fail_cleanly
-def submit(session: Session, targets: tuple[str, ...], config_name: str, overrides: tuple[str, ...],
-           force: tuple[str, ...], profile_path: str, dry_run: bool) -> None:
+def submit(
+    session: Session,
+    targets: tuple[str, ...],
+    config_name: str,
+    overrides: tuple[str, ...],
+    force: tuple[str, ...],
+    profile_path: str,
+    dry_run: bool,
+) -> None:
     """Submit TARGETS (``all`` or step names) as Slurm job arrays with afterok dependencies.
 
     Returns once sbatch has accepted the jobs; up-to-date artifacts and tasks that a healthy job of
@@ -32,7 +44,7 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
     (an upstream task failed, was cancelled or is submitted again) are cancelled and replaced.
     """
     from pipeline.runners import slurm
-    from pipeline.runners.profile import load_profile
+    from pipeline.runners.slurm.profile import load_profile
 
     slurm.check_root(session.store.root)
     targets = targets or ("all",)
@@ -44,8 +56,9 @@ def submit(session: Session, targets: tuple[str, ...], config_name: str, overrid
     if dry_run:
         submission = slurm.dry_run(plan, session.store, profile)
     else:
-        submission = slurm.submit(plan, session.store, config, profile, targets, force,
-                                  echo=lambda line: click.echo(line, err=True))
+        submission = slurm.submit(
+            plan, session.store, config, profile, targets, force, echo=lambda line: click.echo(line, err=True)
+        )
     skipped = Counter(p.task.step for p in submission.plan.tasks if not p.needed)
     if skipped:
         click.echo("up to date, skipped: " + ", ".join(f"{step} ({n})" for step, n in skipped.items()))
@@ -71,24 +84,43 @@ def _queue_lines(submission: Submission, config_name: str) -> Iterator[str]:
 
     if submission.cancelled:
         tasks = sum(len(refs) for refs in submission.cancelled.values())
-        yield (f"cancelled {counted(len(submission.cancelled), 'queued job')} ({counted(tasks, 'task')}) that "
-               f"could never run (an upstream task failed, was cancelled or is submitted again): "
-               f"{' '.join(submission.cancelled)}")
+        yield (
+            f"cancelled {counted(len(submission.cancelled), 'queued job')} ({counted(tasks, 'task')}) that "
+            f"could never run (an upstream task failed, was cancelled or is submitted again): "
+            f"{' '.join(submission.cancelled)}"
+        )
     if submission.superseded:
-        yield from (f"cancelled: {line}" for line in foreign_lines(
-            submission.superseded, config_name, "they would write where this plan writes"))
-    yield from foreign_lines(submission.foreign, config_name, "left to run: they write nothing this plan writes; "
-                             f"`scancel {' '.join(j.job_id for j in submission.foreign)}` cancels them")
+        yield from (
+            f"cancelled: {line}"
+            for line in foreign_lines(submission.superseded, config_name, "they would write where this plan writes")
+        )
+    yield from foreign_lines(
+        submission.foreign,
+        config_name,
+        "left to run: they write nothing this plan writes; "
+        f"`scancel {' '.join(j.job_id for j in submission.foreign)}` cancels them",
+    )
     if submission.queued:
         jobs = len(set(submission.queued.values()))
-        yield (f"already queued by an earlier submission: {counted(len(submission.queued), 'task')} in "
-               f"{counted(jobs, 'job')}")
+        yield (
+            f"already queued by an earlier submission: {counted(len(submission.queued), 'task')} in "
+            f"{counted(jobs, 'job')}"
+        )
 
 
 def _resources(s: Submitted) -> str:
     v = s.settings.values
-    return " ".join(str(part) for part in (v.get("partition") or "(default)", f"{v['cpus_per_task']}cpu",
-                                           v["mem"], v["time"], v.get("gres") or "") if part)
+    return " ".join(
+        str(part)
+        for part in (
+            v.get("partition") or "(default)",
+            f"{v['cpus_per_task']}cpu",
+            v["mem"],
+            v["time"],
+            v.get("gres") or "",
+        )
+        if part
+    )
 
 
 def _throttle(s: Submitted) -> str:
@@ -108,8 +140,12 @@ def _log(s: Submitted) -> str:
 
 # Table columns: header, and the cell of one job.
 _Column = tuple[str, Callable[["Submitted"], str]]
-_COMMON: list[_Column] = [("#", lambda s: str(s.job.number)), ("job", lambda s: s.job.label),
-                          ("tasks", _tasks), ("throttle", _throttle)]
+_COMMON: list[_Column] = [
+    ("#", lambda s: str(s.job.number)),
+    ("job", lambda s: s.job.label),
+    ("tasks", _tasks),
+    ("throttle", _throttle),
+]
 _AFTER: _Column = ("after", lambda s: s.job.describe_after())
 _COLUMNS = [*_COMMON, ("job id", lambda s: s.job_id), ("log", _log), _AFTER]
 _DRY_COLUMNS = [*_COMMON, ("resources", _resources), ("script", lambda s: s.script.name), _AFTER]
@@ -135,8 +171,10 @@ def cancel(session: Session, run_id: str | None) -> None:
     if not job_ids:
         click.echo("nothing to cancel: no recorded submission has a job in the queue")
         return
-    click.echo(f"cancelled {'run' if len(runs) == 1 else 'runs'} {', '.join(runs)}: "
-               f"{counted(len(job_ids), 'job')}: {' '.join(job_ids)}")
+    click.echo(
+        f"cancelled {'run' if len(runs) == 1 else 'runs'} {', '.join(runs)}: "
+        f"{counted(len(job_ids), 'job')}: {' '.join(job_ids)}"
+    )
 
 
 def register(group: click.Group) -> None:

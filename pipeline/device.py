@@ -32,8 +32,12 @@ def describe_runtime(runtime: RuntimeConfig) -> dict[str, Any]:
     (``kernels.describe``) and, on a GPU, the GPU and its determinism settings. Results are bit-for-bit
     repeatable for one (config, device, threads, pinned CPU kernels); the thread count changes CPU sums."""
     device = select_device(runtime)
-    described = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                 "cpu": describe(level_of(runtime.cpu_kernels))}
+    described = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": describe(level_of(runtime.cpu_kernels)),
+    }
     if device.type == "cuda":
         described["gpu"] = describe_gpu(device)
     return described
@@ -42,11 +46,15 @@ def describe_runtime(runtime: RuntimeConfig) -> dict[str, Any]:
 def describe_gpu(device: torch.device) -> dict[str, Any]:
     """The GPU, its CUDA and cuDNN versions, and the settings that decide whether its results repeat."""
     major, minor = torch.cuda.get_device_capability(device)
-    return {"name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}",
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
-            "cudnn_fp32_precision": torch.backends.cudnn.fp32_precision,
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    return {
+        "name": torch.cuda.get_device_name(device),
+        "compute_capability": f"{major}.{minor}",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+        "cudnn_fp32_precision": torch.backends.cudnn.fp32_precision,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,23 +70,28 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
             ctx = Context(config, planned.key, tmp, work, inputs)
             step.run(ctx, task)
             finished = time.time()
-            store.publish(tmp, step.name, planned.key, {
-                "task": task.id,
-                "version": step.version,
-                "config": task.config,
-                "resolved_config": config.to_dict(),
-                "inputs": {name: {"step": s, "key": k} for name, (s, k) in planned.inputs.items()},
-                "summary": ctx.summary,
-                "code": {"package_version": pipeline.__version__, "git_commit": git_commit()},
-                "host": socket.gethostname(),
-                "python": platform.python_version(),
-                "runtime": describe_runtime(config.runtime),
-                "slurm": slurm_ids(),
-                "started": _iso(started),
-                "finished": _iso(finished),
-                "seconds": round(finished - started, 3),
-                "usage": meter.read(),
-            })
+            store.publish(
+                tmp,
+                step.name,
+                planned.key,
+                {
+                    "task": task.id,
+                    "version": step.version,
+                    "config": task.config,
+                    "resolved_config": config.to_dict(),
+                    "inputs": {name: {"step": s, "key": k} for name, (s, k) in planned.inputs.items()},
+                    "summary": ctx.summary,
+                    "code": {"package_version": pipeline.__version__, "git_commit": git_commit()},
+                    "host": socket.gethostname(),
+                    "python": platform.python_version(),
+                    "runtime": describe_runtime(config.runtime),
+                    "slurm": slurm_ids(),
+                    "started": _iso(started),
+                    "finished": _iso(finished),
+                    "seconds": round(finished - started, 3),
+                    "usage": meter.read(),
+                },
+            )
     return "ran"
 
 
@@ -103,8 +108,9 @@ def _failure_cleanup(planned: Planned, work: Path, tmp: Path) -> Iterator[None]:
         if not isinstance(err, PipelineError):
             full = _disk_full(err, tmp)
             if full:
-                raise PipelineError(f"{planned.label}: {full}; nothing was published: free some space "
-                                    f"and run again") from err
+                raise PipelineError(
+                    f"{planned.label}: {full}; nothing was published: free some space and run again"
+                ) from err
         raise
 
 
@@ -140,13 +146,17 @@ def reset_rngs(seed: int = 0) -> None:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def slurm_ids() -> dict[str, str]:
     """The Slurm job, array and restart ids of this process, if it runs inside a job."""
-    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
-             "array_task_id": "SLURM_ARRAY_TASK_ID", "restart_count": "SLURM_RESTART_COUNT"}
+    names = {
+        "job_id": "SLURM_JOB_ID",
+        "array_job_id": "SLURM_ARRAY_JOB_ID",
+        "array_task_id": "SLURM_ARRAY_TASK_ID",
+        "restart_count": "SLURM_RESTART_COUNT",
+    }
     return {key: os.environ[var] for key, var in names.items() if var in os.environ}
 
 
@@ -192,10 +202,16 @@ def checkout_commit() -> str | None:
     """The commit of the checkout the package runs from (with ``+dirty``), or None."""
     here = Path(pipeline.__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit

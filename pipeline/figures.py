@@ -22,8 +22,7 @@ def _save(fig, path: Path) -> None:
 
 def recovery_grid(rows: Sequence[tuple[str, Mapping[str, np.ndarray]]], columns: Sequence[str], path: Path) -> None:
     """Fig. 7: one row per (attack, image), one column per kind of image (each 3 x H x W in [0, 1])."""
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.3 * len(columns), 1.3 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.3 * len(columns), 1.3 * len(rows)), squeeze=False)
     for i, (label, images) in enumerate(rows):
         for j, column in enumerate(columns):
             ax = axes[i, j]
@@ -53,8 +52,13 @@ def detection_bars(methods: Sequence[str], seen: Sequence[float], unseen: Sequen
     _save(fig, path)
 
 
-def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                 ylabel: str, path: Path, levels: Mapping[str, float] = {}) -> None:
+def lambda_sweep(
+    lambdas: Sequence[float],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    path: Path,
+    levels: Mapping[str, float] = {},
+) -> None:
     """Fig. 4: recovery vs λ1 and λ2 on a log axis, each curve its (means, standard deviations over
     seeds) as error bars, ``levels`` (label -> value, e.g. doing nothing) as dashed lines."""
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -70,16 +74,22 @@ def lambda_sweep(lambdas: Sequence[float], curves: Mapping[str, tuple[Sequence[f
     _save(fig, path)
 
 
-def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int],
-                   grids: Mapping[str, tuple[np.ndarray, np.ndarray]], label: str, path: Path) -> None:
+def depth_heatmaps(
+    cae_depths: Sequence[int],
+    aae_depths: Sequence[int],
+    grids: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    label: str,
+    path: Path,
+) -> None:
     """Fig. 5: recovery for every (N_CAE, N_AAE), one panel per swept row (title -> (means, standard
     deviations over seeds)), one colour scale; each cell reads ``mean±sd``."""
     values = np.stack([means for means, _ in grids.values()])
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     low, high = (low, high) if high > low else (low - 1, high + 1)  # one colour for equal values
     width, height = 1 + 0.8 * len(aae_depths), 1 + 0.5 * len(cae_depths)
-    fig, axes = plt.subplots(1, len(grids), figsize=(width * len(grids) + 1, height), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(grids), figsize=(width * len(grids) + 1, height), squeeze=False, layout="constrained"
+    )
     for ax, (title, (grid, sds)) in zip(axes[0], grids.items()):
         image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
         ax.set_xticks(range(len(aae_depths)), aae_depths)
@@ -95,8 +105,9 @@ def depth_heatmaps(cae_depths: Sequence[int], aae_depths: Sequence[int],
     _save(fig, path)
 
 
-def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path,
-                    columns: int = 4) -> None:
+def training_curves(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path, columns: int = 4
+) -> None:
     """Loss per epoch, one panel per model (title -> line label -> (epoch, loss) points), log scale,
     ``columns`` panels a row."""
     rows = -(-len(panels) // columns)
@@ -110,7 +121,7 @@ def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(which="both", labelsize=6)
         ax.legend(fontsize=5)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("loss per image", fontsize=7)
@@ -118,14 +129,19 @@ def training_curves(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]
     _save(fig, path)
 
 
-def convergence_panels(runs: Mapping[str, Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]]],
-                       references: Mapping[str, Mapping[str, float]], path: Path, log_y: Sequence[str] = ()) -> None:
+def convergence_panels(
+    runs: Mapping[str, Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]]],
+    references: Mapping[str, Mapping[str, float]],
+    path: Path,
+    log_y: Sequence[str] = (),
+) -> None:
     """The convergence study: one column per run (title -> quantity -> one (steps, values) line per
     seed, drawn thin), one row per quantity (log-scaled for those in ``log_y``), log-scaled steps;
     ``references`` (quantity -> label -> level) are dashed lines in every panel of that quantity."""
     quantities = list(dict.fromkeys(q for lines in runs.values() for q in lines))
-    fig, axes = plt.subplots(len(quantities), len(runs), figsize=(2.4 * len(runs), 2.0 * len(quantities)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(quantities), len(runs), figsize=(2.4 * len(runs), 2.0 * len(quantities)), squeeze=False, sharex=True
+    )
     for j, (title, lines) in enumerate(runs.items()):
         axes[0, j].set_title(title, fontsize=7)
         for i, quantity in enumerate(quantities):
@@ -144,7 +160,7 @@ def convergence_panels(runs: Mapping[str, Mapping[str, Sequence[tuple[Sequence[f
                     ax.legend(fontsize=5)
             if i == len(quantities) - 1:
                 ax.set_xlabel("steps", fontsize=7)
-    for i, quantity in enumerate(quantities):  # one scale per row, so runs compare at a glance
+    for i in range(len(quantities)):  # one scale per row, so runs compare at a glance
         lows, highs = zip(*(axes[i, j].get_ylim() for j in range(len(runs))))
         for j in range(len(runs)):
             axes[i, j].set_ylim(min(lows), max(highs))

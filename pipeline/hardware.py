@@ -23,8 +23,14 @@ def hardware_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The machine and kernels a task ran on, from its manifest; None for what an older one did not record."""
     runtime = manifest.get("runtime") or {}
     cpu, gpu = runtime.get("cpu") or {}, runtime.get("gpu") or {}
-    return {"device": runtime.get("device"), "cpu": cpu.get("model"), "capability": cpu.get("capability"),
-            "pinned": cpu.get("pinned"), "mkl_branch": cpu.get("mkl_branch"), "gpu": gpu.get("name")}
+    return {
+        "device": runtime.get("device"),
+        "cpu": cpu.get("model"),
+        "capability": cpu.get("capability"),
+        "pinned": cpu.get("pinned"),
+        "mkl_branch": cpu.get("mkl_branch"),
+        "gpu": gpu.get("name"),
+    }
 
 
 def by_hardware(manifests: Mapping[str, Mapping[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
@@ -42,14 +48,17 @@ def describe_hardware(hardware: Mapping[str, Any]) -> str:
         return f"not recorded (made before manifests named the hardware), on {hardware['device']}"
     pinned = f"pinned {hardware['pinned']}" if hardware["pinned"] else "unpinned"
     gpu = f" ({hardware['gpu']})" if hardware["gpu"] else ""
-    return (f"{hardware['cpu']}, {hardware['capability']} kernels ({pinned}), MKL {hardware['mkl_branch']}, "
-            f"on {hardware['device']}{gpu}")
+    return (
+        f"{hardware['cpu']}, {hardware['capability']} kernels ({pinned}), MKL {hardware['mkl_branch']}, "
+        f"on {hardware['device']}{gpu}"
+    )
 
 
 def hardware_provenance(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """For ``provenance.json``: each hardware the artifacts were made on, with how many, naming those not
     made on the most common one; ``mixed_hardware`` says whether there was more than one."""
     groups = by_hardware(manifests)
-    hardware = [{**found, "artifacts": len(names), **({"names": names} if i else {})}
-                for i, (found, names) in enumerate(groups)]
+    hardware = [
+        {**found, "artifacts": len(names), **({"names": names} if i else {})} for i, (found, names) in enumerate(groups)
+    ]
     return {"hardware": hardware, "mixed_hardware": len(groups) > 1}

@@ -46,8 +46,18 @@ LEVELS = {
 VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 MKL_BRANCH = "COMPATIBLE"
 SETTINGS = ("auto", "unpinned", *LEVELS)  # auto: avx2 on x86-64, unpinned elsewhere
-_MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2",
-                 12: "AVX512", 14: "AVX512_E1"}  # MKL_CBWR_* codes (mkl_cbwr.h); "off": MKL picks per CPU
+_MKL_BRANCHES = {
+    1: "off",
+    2: "AUTO",
+    3: "COMPATIBLE",
+    4: "SSE2",
+    7: "SSE4_1",
+    8: "SSE4_2",
+    9: "AVX",
+    10: "AVX2",
+    12: "AVX512",
+    14: "AVX512_E1",
+}  # MKL_CBWR_* codes (mkl_cbwr.h); "off": MKL picks per CPU
 
 
 def is_x86() -> bool:
@@ -83,11 +93,14 @@ def ensure(setting: str) -> dict[str, Any]:
         _check_cpu(setting, level)
     pin(setting)
     described = describe(level)
-    if level is not None and (described["capability"] != LEVELS[level].capability
-                              or described["mkl_branch"] not in (MKL_BRANCH, None)):
-        raise PipelineError(f"runtime.cpu_kernels={setting}: torch in this process already computes with "
-                            f"{described['capability']} kernels and MKL branch {described['mkl_branch']} (it computed "
-                            f"before the pin): run the task in a new process")
+    if level is not None and (
+        described["capability"] != LEVELS[level].capability or described["mkl_branch"] not in (MKL_BRANCH, None)
+    ):
+        raise PipelineError(
+            f"runtime.cpu_kernels={setting}: torch in this process already computes with "
+            f"{described['capability']} kernels and MKL branch {described['mkl_branch']} (it computed "
+            f"before the pin): run the task in a new process"
+        )
     return described
 
 
@@ -95,8 +108,14 @@ def describe(level: str | None) -> dict[str, Any]:
     """The CPU and the kernels torch computes with on it (asking fixes them for this process)."""
     import torch
 
-    return {"model": cpu_model(), "arch": platform.machine(), "capability": torch.backends.cpu.get_cpu_capability(),
-            "pinned": level, "mkl_branch": mkl_branch(), "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+    return {
+        "model": cpu_model(),
+        "arch": platform.machine(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "pinned": level,
+        "mkl_branch": mkl_branch(),
+        "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    }
 
 
 def mkl_branch() -> str | None:
@@ -117,10 +136,13 @@ def _check_cpu(setting: str, level: str) -> None:
 
     where = f"config key 'runtime.cpu_kernels': {setting} pins {level} kernels"
     if not is_x86():
-        raise PipelineError(f"{where}, which need an x86-64 CPU; this one is {platform.machine()}: "
-                            f"set runtime.cpu_kernels=unpinned")
+        raise PipelineError(
+            f"{where}, which need an x86-64 CPU; this one is {platform.machine()}: set runtime.cpu_kernels=unpinned"
+        )
     features = torch.cpu.get_capabilities()
     missing = [name for name in LEVELS[level].needs if not features.get(name)]
     if missing:
-        raise PipelineError(f"{where}, but this CPU ({cpu_model()}) lacks {', '.join(missing)}: set "
-                            f"runtime.cpu_kernels=default (the bytes of every x86-64 CPU) or unpinned (its own)")
+        raise PipelineError(
+            f"{where}, but this CPU ({cpu_model()}) lacks {', '.join(missing)}: set "
+            f"runtime.cpu_kernels=default (the bytes of every x86-64 CPU) or unpinned (its own)"
+        )

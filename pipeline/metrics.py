@@ -24,8 +24,9 @@ def ssim(recovered: Tensor, clean: Tensor) -> np.ndarray:
     """Per-image SSIM (scikit-image, Gaussian-free 7x7 windows, data range 1, channels averaged)."""
     rec, ref = recovered.double().numpy(), clean.double().numpy()
     window = min(7, rec.shape[-1] - (1 - rec.shape[-1] % 2))
-    return np.array([structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=window)
-                     for a, b in zip(rec, ref)])
+    return np.array(
+        [structural_similarity(a, b, data_range=1.0, channel_axis=0, win_size=window) for a, b in zip(rec, ref)]
+    )
 
 
 def reconstruction_error(recovered: Tensor, inputs: Tensor) -> np.ndarray:
@@ -47,7 +48,7 @@ def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
     ends = np.r_[starts[1:], len(scores)]
     for lo, hi in zip(starts, ends):
         ranks[order[lo:hi]] = (lo + hi + 1) / 2
-    u = ranks[len(negative):].sum() - len(positive) * (len(positive) + 1) / 2
+    u = ranks[len(negative) :].sum() - len(positive) * (len(positive) + 1) / 2
     return float(u / (len(negative) * len(positive)))
 
 

@@ -84,9 +84,7 @@ class ConvVAE(nn.Module):
         channels, _ = self._layout.shape(self.image_shape)
 
         trunk = [channels, *widths[:-1]]
-        self.encoder = nn.Sequential(
-            *(m for a, b in zip(trunk, trunk[1:]) for m in (_conv(a, b, kernel), nn.ReLU()))
-        )
+        self.encoder = nn.Sequential(*(m for a, b in zip(trunk, trunk[1:]) for m in (_conv(a, b, kernel), nn.ReLU())))
         self.mu_head = _conv(widths[-2], widths[-1], kernel)
         self.logvar_head = _conv(widths[-2], widths[-1], kernel)
 
@@ -143,13 +141,17 @@ def copy_matching(dst: ConvVAE, src: ConvVAE) -> tuple[int, int]:
     paper's two ladders (512-256-128-64 and 512-400-300-200-100-64) the first encoder conv and the
     last decoder conv are copied.
     """
-    pairs = [*zip(_convs(dst.encoder), _convs(src.encoder)),
-             (dst.mu_head, src.mu_head), (dst.logvar_head, src.logvar_head),
-             *zip(reversed(_convs(dst.decoder)), reversed(_convs(src.decoder)))]
+    pairs = [
+        *zip(_convs(dst.encoder), _convs(src.encoder)),
+        (dst.mu_head, src.mu_head),
+        (dst.logvar_head, src.logvar_head),
+        *zip(reversed(_convs(dst.decoder)), reversed(_convs(src.decoder))),
+    ]
     copied = 0
     with torch.no_grad():
         for target, source in pairs:
             if target.weight.shape == source.weight.shape:
+                assert target.bias is not None and source.bias is not None  # every layer here has a bias
                 target.weight.copy_(source.weight)
                 target.bias.copy_(source.bias)
                 copied += target.weight.numel() + target.bias.numel()

@@ -39,8 +39,15 @@ class ProgressFile:
         self.first = row["epoch"] if self.first is None else self.first
         done = row["epoch"] + 1
         per_epoch = (now - self.started) / (done - self.first)
-        record = {"epoch": done, "epochs": self.epochs, "row": dict(row), "seconds_per_epoch": per_epoch,
-                  "eta_s": per_epoch * (self.epochs - done), "updated": now, "host": os.uname().nodename}
+        record = {
+            "epoch": done,
+            "epochs": self.epochs,
+            "row": dict(row),
+            "seconds_per_epoch": per_epoch,
+            "eta_s": per_epoch * (self.epochs - done),
+            "updated": now,
+            "host": os.uname().nodename,
+        }
         tmp = self.path.with_name(f".{PROGRESS}.{os.getpid()}")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path)

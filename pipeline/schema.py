@@ -7,15 +7,14 @@ import difflib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pipeline.errors import PipelineError
 
 T = TypeVar("T")
 
 
-def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
-            choices: tuple | None = None) -> Any:
+def bounded(default: Any, *, lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> Any:
     """A dataclass field whose value must lie in [lo, hi] or among ``choices``."""
     meta = {"lo": lo, "hi": hi, "choices": choices}
     if isinstance(default, (list, dict)):
@@ -27,7 +26,7 @@ def build(cls: type[T], data: Any, where: str) -> T:
     """Validate ``data`` against dataclass ``cls``; ``where`` names it in errors (e.g. ``attack``)."""
     if not isinstance(data, Mapping):
         raise PipelineError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
     for key in data:
         if key not in fields:
             raise PipelineError(f"unknown key {_join(where, key)!r}{suggest(str(key), fields)}")
@@ -69,7 +68,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 errors.append(err)
         raise errors[0]
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
+        return build(cast(type, tp), value, path)
     if origin is list:
         if not isinstance(value, list):
             raise _type_error(path, value, _type_name(tp))
@@ -100,8 +99,9 @@ def _check_bounds(value: Any, field: dataclasses.Field, path: str) -> Any:
         if item is None:
             continue
         if meta.get("choices") is not None and item not in meta["choices"]:
-            raise PipelineError(f"config key {path!r}: value {item!r} is not one of "
-                                f"{', '.join(map(str, meta['choices']))}")
+            raise PipelineError(
+                f"config key {path!r}: value {item!r} is not one of {', '.join(map(str, meta['choices']))}"
+            )
         if meta.get("lo") is not None and item < meta["lo"]:
             raise PipelineError(f"config key {path!r}: value {item!r} is below the minimum {meta['lo']}")
         if meta.get("hi") is not None and item > meta["hi"]:

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from pipeline.runners.slurm import Foreign, Snapshot, TaskState
 
 # Why Slurm keeps a job pending (squeue's reason, by how it starts), and what the user can do.
-_NODES_DOWN = ("a node it needs is down or drained: `sinfo -R` says why; once an administrator resumes it "
-               "(`scontrol update nodename=<node> state=resume`) the job starts by itself")
+_NODES_DOWN = (
+    "a node it needs is down or drained: `sinfo -R` says why; once an administrator resumes it "
+    "(`scontrol update nodename=<node> state=resume`) the job starts by itself"
+)
 PENDING_ADVICE = {
     "Resources": "the nodes have no free CPUs, memory or GPUs for it yet: it starts when running jobs end "
-                 "(or ask for less in the profile and submit again)",
+    "(or ask for less in the profile and submit again)",
     "BeginTime": "Slurm holds it until its begin time (a requeued job waits about a minute): nothing to do",
     "Nodes required for job are DOWN, DRAINED": _NODES_DOWN,
     "ReqNodeNotAvail": _NODES_DOWN,
@@ -30,10 +32,10 @@ PENDING_ADVICE = {
     "JobHeldUser": "it is held: `scontrol release <job>` lets it start",
     "JobHeldAdmin": "an administrator holds it: ask them",
     "launch failed requeued held": "its launch failed and Slurm holds it: check the node, then "
-                                   "`scontrol release <job>`",
+    "`scontrol release <job>`",
     "QOS": "a limit of its QOS holds it (`scontrol show job <job>` names it): it starts when your other jobs end",
     "Assoc": "a limit of your account holds it (`scontrol show job <job>` names it): it starts when your "
-             "other jobs end",
+    "other jobs end",
 }
 
 
@@ -62,8 +64,9 @@ def scheduler_snapshot(plan: Plan, store: Store) -> Snapshot | None:
         return None
     snap = snapshot(store.root, plan)
     stale = triage(snap.plan, snap.states).stale
-    states = {ref: dataclasses.replace(state, state=NEVER) if ref in stale else state
-              for ref, state in snap.states.items()}
+    states = {
+        ref: dataclasses.replace(state, state=NEVER) if ref in stale else state for ref, state in snap.states.items()
+    }
     return dataclasses.replace(snap, states=states)
 
 
@@ -76,8 +79,9 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
     plan, states = (snap.plan, snap.states) if snap else (plan, {})
     for step, items in plan.by_step().items():
         done = [p for p in items if p.complete]
-        counts = Counter(states[(p.task.step, p.key)].state for p in items
-                         if not p.complete and (p.task.step, p.key) in states)
+        counts = Counter(
+            states[(p.task.step, p.key)].state for p in items if not p.complete and (p.task.step, p.key) in states
+        )
         queued = "".join(f", {n} {state}" for state, n in counts.items())
         yield f"{step:<14} {len(done)}/{len(items)} done{queued}"
         yield from _problems(plan, [p for p in items if not p.complete], states)
@@ -93,13 +97,16 @@ def report(plan: Plan, store: Store, config: Config) -> Iterator[str]:
             yield from step_report([(p.task, m.get("summary", {})) for p, m in manifests])
             continue
         for p, manifest in manifests:
-            yield (f"  {p.task.id:<28} {p.key}  {manifest.get('seconds', 0):>8.1f} s  "
-                   f"{short(manifest.get('summary', {}))}")
+            yield (
+                f"  {p.task.id:<28} {p.key}  {manifest.get('seconds', 0):>8.1f} s  {short(manifest.get('summary', {}))}"
+            )
     if snap:
         yield from (f"  {line}" for line in foreign_lines(snap.foreign, config.name))
         for ref, ids in snap.twice.items():
-            yield (f"  {_label(plan, ref)} is queued in {len(ids)} jobs ({', '.join(ids)}): `scancel "
-                   f"{' '.join(ids[:-1])}` keeps only the latest")
+            yield (
+                f"  {_label(plan, ref)} is queued in {len(ids)} jobs ({', '.join(ids)}): `scancel "
+                f"{' '.join(ids[:-1])}` keeps only the latest"
+            )
     if broken:
         more = f" (and {len(broken) - 1} more: `pipeline verify` lists them)" if len(broken) > 1 else ""
         raise PipelineError(broken[0] + more)
@@ -115,18 +122,27 @@ def foreign_lines(jobs: Sequence[Foreign], config_name: str, action: str = "") -
     for name, group in by_config.items():
         whose = f"an older plan of config {name}" if name == config_name else f"config {name}"
         tasks = sum(len(job.tasks) for job in group)
-        listing = ", ".join(f"{job.job_id} {_tasks(job.tasks)} ({job.state}"
-                            + (f", writes {', '.join(job.writes)})" if job.writes else ")") for job in group)
+        listing = ", ".join(
+            f"{job.job_id} {_tasks(job.tasks)} ({job.state}"
+            + (f", writes {', '.join(job.writes)})" if job.writes else ")")
+            for job in group
+        )
         ids = " ".join(job.job_id for job in group)
-        lines.append(f"{counted(len(group), 'queued job')} ({counted(tasks, 'task')}) "
-                     f"belong{'s' * (len(group) == 1)} to {whose}: {listing}"
-                     + (f"; {action}" if action else f"; `pipeline submit` cancels those that write where this "
-                        f"plan writes, `scancel {ids}` cancels them all"))
+        lines.append(
+            f"{counted(len(group), 'queued job')} ({counted(tasks, 'task')}) "
+            f"belong{'s' * (len(group) == 1)} to {whose}: {listing}"
+            + (
+                f"; {action}"
+                if action
+                else f"; `pipeline submit` cancels those that write where this "
+                f"plan writes, `scancel {ids}` cancels them all"
+            )
+        )
     return lines
 
 
 def _tasks(labels: Sequence[str]) -> str:
-    from pipeline.runners.arrays import id_pattern
+    from pipeline.runners.slurm.arrays import id_pattern
 
     steps = list(dict.fromkeys(label.split("[")[0] for label in labels))
     ids = [label.split("[", 1)[1][:-1] for label in labels]
@@ -165,17 +181,25 @@ def _problems(plan: Plan, items: list[Planned], states: Mapping[tuple[str, str],
     for job_id, waiting in never.items():
         blockers = _blockers(plan, waiting, states)
         if states[(waiting[0].task.step, waiting[0].key)].queued:
-            yield (f"  job {job_id} ({_what(waiting)}) waits on a dependency that can never be satisfied{blockers}; "
-                   f"`pipeline submit` cancels it and submits its tasks again")
+            yield (
+                f"  job {job_id} ({_what(waiting)}) waits on a dependency that can never be satisfied{blockers}; "
+                f"`pipeline submit` cancels it and submits its tasks again"
+            )
         else:
-            yield (f"  job {job_id} ({_what(waiting)}) was cancelled by Slurm: its dependency could never be "
-                   f"satisfied{blockers}; `pipeline submit` submits its tasks again")
+            yield (
+                f"  job {job_id} ({_what(waiting)}) was cancelled by Slurm: its dependency could never be "
+                f"satisfied{blockers}; `pipeline submit` submits its tasks again"
+            )
     for reason, waiting in held.items():
         jobs = sorted({states[(p.task.step, p.key)].job_id for p in waiting})
-        advice = next((text for start, text in PENDING_ADVICE.items() if reason.startswith(start)),
-                      "`scontrol show job <job>` says more")
-        yield (f"  {_what(waiting)} pending in {counted(len(jobs), 'job')} ({', '.join(jobs[:5])}"
-               f"{', ...' if len(jobs) > 5 else ''}): Slurm says {reason!r}: {advice}")
+        advice = next(
+            (text for start, text in PENDING_ADVICE.items() if reason.startswith(start)),
+            "`scontrol show job <job>` says more",
+        )
+        yield (
+            f"  {_what(waiting)} pending in {counted(len(jobs), 'job')} ({', '.join(jobs[:5])}"
+            f"{', ...' if len(jobs) > 5 else ''}): Slurm says {reason!r}: {advice}"
+        )
 
 
 def _failed(job_id: str, tasks: list[Planned], states: Mapping[tuple[str, str], TaskState]) -> Iterator[str]:
@@ -198,7 +222,7 @@ def _failed(job_id: str, tasks: list[Planned], states: Mapping[tuple[str, str], 
 
 
 def _what(tasks: Sequence[Planned]) -> str:
-    from pipeline.runners.arrays import id_pattern
+    from pipeline.runners.slurm.arrays import id_pattern
 
     return f"{len(tasks)} tasks {id_pattern([p.task.id for p in tasks])}" if len(tasks) > 1 else tasks[0].task.id
 
@@ -209,6 +233,9 @@ def _blockers(plan: Plan, waiting: list[Planned], states: Mapping) -> str:
 
     index = {(p.task.step, p.key): p for p in plan.tasks}
     refs = sorted({ref for p in waiting for ref in p.inputs.values() if not index[ref].complete})
-    words = [f"{index[ref].label} {states[ref].state if ref in states else 'not submitted'}" for ref in refs
-             if ref not in states or states[ref].state not in IN_QUEUE]
+    words = [
+        f"{index[ref].label} {states[ref].state if ref in states else 'not submitted'}"
+        for ref in refs
+        if ref not in states or states[ref].state not in IN_QUEUE
+    ]
     return f": {', '.join(words)}" if words else ""

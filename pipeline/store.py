@@ -6,6 +6,7 @@ temporary directory, before the rename. Readers verify sizes (cheap) or sha256 (
 
 from __future__ import annotations
 
+import builtins  # Store.list shadows list in its class body
 import contextlib
 import fcntl
 import hashlib
@@ -31,8 +32,12 @@ _HASHED: dict[tuple[str, int, int, int], str] = {}
 
 def artifact_key(step: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
     """Hash of the step, its version, the config values it reads and the keys of its inputs."""
-    blob = json.dumps({"step": step, "version": version, "config": config, "inputs": inputs},
-                      sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(
+        {"step": step, "version": version, "config": config, "inputs": inputs},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -132,9 +137,12 @@ class Store:
             found.append(Artifact(step, manifest.parent.name, manifest.parent, data))
         return sorted(found, key=lambda a: str(a.manifest.get("finished", "")), reverse=True)
 
-    def steps(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if self.root.is_dir() else []
+    def steps(self) -> builtins.list[str]:
+        return (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.root.is_dir()
+            else []
+        )
 
     def workdir(self, step: str, key: str) -> Path:
         """Scratch space that survives a killed task (checkpoints); removed after publishing."""
@@ -195,7 +203,7 @@ class Store:
             os.rename(path, trash)
             shutil.rmtree(trash)
 
-    def sweep(self, max_age_s: float = 0.0) -> list[Path]:
+    def sweep(self, max_age_s: float = 0.0) -> builtins.list[Path]:
         """Remove what killed runs left behind (older than ``max_age_s``): staging directories,
         replaced artifacts, and the scratch directories of artifacts that did get published. A
         directory whose task is running now (its artifact lock is held) is left alone."""

@@ -15,6 +15,7 @@ models it reads are "not trained" (held-out PSNR within 1 dB of the mean image; 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,11 @@ class Evaluations:
 
     def victim_means(self, row: Row, column: str, metric: str, subset: str) -> list[float]:
         """The cell's mean for each ``victim.noise_seeds`` victim (empty for rows without them)."""
-        frames = [f for (r, c, _), f in sorted(self.victim_frames.items(), key=lambda i: i[0][2])
-                  if r == row.id and c == column]
+        frames = [
+            f
+            for (r, c, _), f in sorted(self.victim_frames.items(), key=lambda i: i[0][2])
+            if r == row.id and c == column
+        ]
         if subset == "flipped":
             frames = [f[f["input_pred"] != f["clean_pred"]] if column != CLEAN else f.iloc[:0] for f in frames]
         return [_mean(f[metric].to_numpy()) for f in frames]
@@ -88,8 +92,10 @@ class Evaluations:
         if column == CLEAN and subset == "flipped":  # nothing attacked, nothing flipped
             return [np.empty(0) for _ in row.seeds]
         if row.per_attack and column == CLEAN:
-            return [np.mean([self.frames[(row.id, a, CLEAN, s)][metric].to_numpy() for a in self.attacks], axis=0)
-                    for s in row.seeds]
+            return [
+                np.mean([self.frames[(row.id, a, CLEAN, s)][metric].to_numpy() for a in self.attacks], axis=0)
+                for s in row.seeds
+            ]
         train = self._train(row, column, protocol) if column != CLEAN else None
         frames = [self.frames[(row.id, train, column, s)] for s in row.seeds]
         if subset == "flipped":
@@ -99,9 +105,17 @@ class Evaluations:
     def detection(self, row: Row, attack: str, protocol: str) -> float:
         """AUROC of the reconstruction error, clean test images against ``attack``'s, mean over seeds."""
         train = self._train(row, attack, protocol)
-        return float(np.mean([auroc(self.frames[(row.id, train, CLEAN, s)]["detection_score"].to_numpy(),
-                                    self.frames[(row.id, train, attack, s)]["detection_score"].to_numpy())
-                              for s in row.seeds]))
+        return float(
+            np.mean(
+                [
+                    auroc(
+                        self.frames[(row.id, train, CLEAN, s)]["detection_score"].to_numpy(),
+                        self.frames[(row.id, train, attack, s)]["detection_score"].to_numpy(),
+                    )
+                    for s in row.seeds
+                ]
+            )
+        )
 
 
 def _mean(values: np.ndarray) -> float:
@@ -132,16 +146,27 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
     averaged = [c for c in columns if not (c == CLEAN and (metric in AVG_OVER_ATTACKS or subset == "flipped"))]
     rows = []
     for method in ev.rows:
-        row: dict[str, Any] = {"method": method.id, "title": method.title, "seeds": len(method.seeds),
-                               "not_trained": method.flag}
+        row: dict[str, Any] = {
+            "method": method.id,
+            "title": method.title,
+            "seeds": len(method.seeds),
+            "not_trained": method.flag,
+        }
         seed_means, victim_means, more_victims = [], [], False
         for column in columns:
             per_seed = [v * scale for v in ev.cell_values(method, column, protocol, metric, subset)]
             means = [_mean(v) for v in per_seed]
             pooled = np.mean(np.stack(per_seed), axis=0)
             low, high = bootstrap_interval(pooled, resamples, seed)
-            row.update({column: float(np.mean(means)), f"{column}_ci_low": low, f"{column}_ci_high": high,
-                        f"{column}_n": int(np.isfinite(pooled).sum()), f"{column}_seed_sd": _spread(means)})
+            row.update(
+                {
+                    column: float(np.mean(means)),
+                    f"{column}_ci_low": low,
+                    f"{column}_ci_high": high,
+                    f"{column}_n": int(np.isfinite(pooled).sum()),
+                    f"{column}_seed_sd": _spread(means),
+                }
+            )
             victims = [*means, *(m * scale for m in ev.victim_means(method, column, metric, subset))]
             if len(victims) > len(means):
                 row[f"{column}_victim_sd"] = _spread(victims)
@@ -149,8 +174,9 @@ def table(ev: Evaluations, protocol: str, metric: str, resamples: int, seed: int
             if column in averaged:
                 seed_means.append(means)
                 victim_means.append(victims)
-        row.update({"avg": float(np.mean(_column_mean(seed_means))),
-                    "avg_seed_sd": _spread(list(_column_mean(seed_means)))})
+        row.update(
+            {"avg": float(np.mean(_column_mean(seed_means))), "avg_seed_sd": _spread(list(_column_mean(seed_means)))}
+        )
         if more_victims:
             row["avg_victim_sd"] = _spread(list(_column_mean(victim_means)))
         rows.append(row)
@@ -162,8 +188,15 @@ def detection_table(ev: Evaluations, protocol: str) -> pd.DataFrame:
     rows = []
     for method in ev.rows:
         values = {a: ev.detection(method, a, protocol) for a in ev.attacks}
-        rows.append({"method": method.id, "title": method.title, "seeds": len(method.seeds), **values,
-                     "avg": float(np.mean(list(values.values())))})
+        rows.append(
+            {
+                "method": method.id,
+                "title": method.title,
+                "seeds": len(method.seeds),
+                **values,
+                "avg": float(np.mean(list(values.values()))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -178,8 +211,12 @@ def spread(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 def _header(ev: Evaluations, title: str) -> list[str]:
     p = ev.provenance
-    lines = [title, f"config: {p.get('config')}", f"commit(s): {', '.join(p.get('commits', []))}",
-             f"data manifests (sha256): {', '.join(f'{k}={v[:12]}' for k, v in p.get('manifests', {}).items())}"]
+    lines = [
+        title,
+        f"config: {p.get('config')}",
+        f"commit(s): {', '.join(p.get('commits', []))}",
+        f"data manifests (sha256): {', '.join(f'{k}={v[:12]}' for k, v in p.get('manifests', {}).items())}",
+    ]
     if ev.unseen:
         lines.append("unseen pairing (test <- train): " + ", ".join(f"{t}<-{s}" for t, s in ev.unseen.items()))
     return lines
@@ -191,8 +228,18 @@ def write_csv(frame: pd.DataFrame, path: Path, header: Sequence[str]) -> None:
         frame.to_csv(handle, index=False, float_format="%.4f")
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -208,23 +255,41 @@ def _latex_cell(value: float, spread: float, digits: int, bold: bool) -> str:
     return text + (f"{{\\scriptsize$\\pm${spread:.{digits}f}}}" if np.isfinite(spread) else "")
 
 
-def _latex_row(name: str, values: Sequence[float], digits: int, bold: set[int] = frozenset(),
-               spreads: Sequence[float] | None = None) -> str:
+def _latex_row(
+    name: str,
+    values: Sequence[float],
+    digits: int,
+    bold: AbstractSet[int] = frozenset(),
+    spreads: Sequence[float] | None = None,
+) -> str:
     spreads = spreads if spreads is not None else [float("nan")] * len(values)
     cells = [_latex_cell(v, sd, digits, i in bold) for i, (v, sd) in enumerate(zip(values, spreads))]
     return " & ".join([latex_escape(name), *cells]) + r" \\"
 
 
-def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, digits: int,
-                reported: Mapping[str, Mapping[str, float]] | None, with_clean: bool = True) -> None:
+def write_latex(
+    frame: pd.DataFrame,
+    path: Path,
+    ev: Evaluations,
+    caption: str,
+    digits: int,
+    reported: Mapping[str, Mapping[str, float]] | None,
+    with_clean: bool = True,
+) -> None:
     """A booktabs table: the measured block, then (if given) the paper's rows, marked as reported."""
     columns = [CLEAN] * with_clean + [*ev.attacks, "avg"]
     heads = ["Clean"] * with_clean + [*ev.attacks.values(), "Avg"]
     lines = [f"% {line}" for line in _header(ev, "generated by advrecover (pipeline tables)")]
-    lines += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}",
-              r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
-              " & ".join(["Method", *heads]) + r" \\", r"\midrule",
-              rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Measured here ({ev.provenance.get('config')} config)}}}} \\"]
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        r"\begin{tabular}{l" + "r" * len(columns) + "}",
+        r"\toprule",
+        " & ".join(["Method", *heads]) + r" \\",
+        r"\midrule",
+        rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Measured here ({ev.provenance.get('config')} config)}}}} \\",
+    ]
     values = frame[columns].to_numpy(dtype=float)
     spreads = np.stack([spread(frame, c) for c in columns], axis=1)
     best = {j for j in range(len(columns)) if np.isfinite(values[:, j]).any()}
@@ -234,8 +299,11 @@ def write_latex(frame: pd.DataFrame, path: Path, ev: Evaluations, caption: str, 
         name = f"{title} ({flag})" if flag else title
         lines.append(_latex_row(name, values[i], digits, {j for j in best if top[j] == i}, spreads[i]))
     if reported:
-        lines += [r"\midrule", rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
-                               r"(their recovery rate; not measured here, not comparable)}} \\"]
+        lines += [
+            r"\midrule",
+            rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\emph{{Reported in the paper "
+            r"(their recovery rate; not measured here, not comparable)}} \\",
+        ]
         lines += [_latex_row(name, reported_cells(dict(row), columns), 1) for name, row in reported.items()]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     path.write_text("\n".join(lines) + "\n")
@@ -252,19 +320,37 @@ def write_tables(ev: Evaluations, out: Path, resamples: int, seed: int) -> list[
             frame = table(ev, protocol, metric, resamples, seed, subset)
             stem = f"table_{number.lower()}_{protocol}_{metric}" + ("_flipped" if subset == "flipped" else "")
             title = f"Table {number} ({protocol} attacks), {label}"
-            avg = "Avg: mean of the attack columns" if metric in AVG_OVER_ATTACKS or subset == "flipped" else \
-                "Avg: mean of the eight columns"
+            avg = (
+                "Avg: mean of the attack columns"
+                if metric in AVG_OVER_ATTACKS or subset == "flipped"
+                else "Avg: mean of the eight columns"
+            )
             write_csv(frame, out / f"{stem}.csv", _header(ev, title) + [avg])
-            caption = (f"Table {number}: {protocol} attacks on the test role, {label}; "
-                       f"config {ev.provenance.get('config')}; {avg}.")
+            caption = (
+                f"Table {number}: {protocol} attacks on the test role, {label}; "
+                f"config {ev.provenance.get('config')}; {avg}."
+            )
             digits = 3 if metric == "ssim" else 1
-            write_latex(frame, out / f"{stem}.tex", ev, caption, digits,
-                        reported if (metric, subset) == ("recovery_accuracy", "all") else None)
+            write_latex(
+                frame,
+                out / f"{stem}.tex",
+                ev,
+                caption,
+                digits,
+                reported if (metric, subset) == ("recovery_accuracy", "all") else None,
+            )
             written += [out / f"{stem}.csv", out / f"{stem}.tex"]
         frame = detection_table(ev, protocol)
         stem = f"detection_auroc_{protocol}"
         write_csv(frame, out / f"{stem}.csv", _header(ev, f"Detection AUROC, {protocol} attacks (Fig. 6)"))
-        write_latex(frame, out / f"{stem}.tex", ev,
-                    f"Attack detection AUROC by reconstruction error, {protocol} attacks.", 3, None, with_clean=False)
+        write_latex(
+            frame,
+            out / f"{stem}.tex",
+            ev,
+            f"Attack detection AUROC by reconstruction error, {protocol} attacks.",
+            3,
+            None,
+            with_clean=False,
+        )
         written += [out / f"{stem}.csv", out / f"{stem}.tex"]
     return written

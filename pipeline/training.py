@@ -42,8 +42,11 @@ class TrainingDiverged(PipelineError, RuntimeError):
     """A loss term became NaN or infinite; raised before the optimiser step."""
 
     def __init__(self, epoch: int, term: str, value: float, checkpoint: Path | None = None) -> None:
-        kept = "the last checkpoint is left as it was" if checkpoint is None else \
-            f"the last checkpoint ({checkpoint}) is left as it was"
+        kept = (
+            "the last checkpoint is left as it was"
+            if checkpoint is None
+            else f"the last checkpoint ({checkpoint}) is left as it was"
+        )
         super().__init__(f"training diverged at epoch {epoch}: loss term {term!r} is {value}; {kept}")
         self.epoch = epoch
         self.term = term
@@ -163,8 +166,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from e
     body, seal, digest = raw.rpartition(_SEAL)
     if not seal or hashlib.sha256(body).hexdigest().encode() != digest:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (its sha256 does not match); "
-                              "delete it to train from the start")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated (its sha256 does not match); delete it to train from the start"
+        )
     try:
         state = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for truncated or foreign files
@@ -212,7 +216,7 @@ def train(
     if not sizes or min(sizes.values()) == 0 or len(set(sizes.values())) != 1:
         raise ValueError(f"data must be non-empty tensors of equal length, got sizes {sizes}")
 
-    params = []
+    params: list[Tensor] = []
     for model in trainable.values():
         model.to(device)
         params += [p for p in model.parameters() if p.requires_grad]
@@ -229,8 +233,7 @@ def train(
         _check_spec(state["spec"], spec, checkpoint)
         if set(state["models"]) != set(trainable):
             raise CheckpointError(
-                f"checkpoint {checkpoint} holds models {sorted(state['models'])}, "
-                f"not {sorted(trainable)}"
+                f"checkpoint {checkpoint} holds models {sorted(state['models'])}, not {sorted(trainable)}"
             )
         try:
             for name, model in trainable.items():
@@ -261,8 +264,9 @@ def train(
             checkpoint,
         )
 
-    with tqdm(total=spec.epochs, initial=min(start, spec.epochs), disable=not progress,
-              desc="train", unit="epoch") as bar:
+    with tqdm(
+        total=spec.epochs, initial=min(start, spec.epochs), disable=not progress, desc="train", unit="epoch"
+    ) as bar:
         for epoch in range(start, spec.epochs):
             for model in trainable.values():
                 model.train()
@@ -277,8 +281,9 @@ def train(
                 values = torch.stack([t.detach().float() for t in terms.values()])
                 if not torch.isfinite(values).all():
                     bad = next(i for i, v in enumerate(values.tolist()) if not math.isfinite(v))
-                    raise TrainingDiverged(epoch, names[bad], values[bad].item(),
-                                          checkpoint if checkpoint.exists() else None)
+                    raise TrainingDiverged(
+                        epoch, names[bad], values[bad].item(), checkpoint if checkpoint.exists() else None
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms["total"]).backward()
                 if spec.clip_grad_norm is not None:
@@ -294,8 +299,13 @@ def train(
             scheduler.step()
             assert sums is not None
             means = (sums / count).tolist()
-            row = {"epoch": epoch, "lr": lr, "steps": steps, **dict(zip(names, means)),
-                   **({"clipped": clipped / steps} if spec.clip_grad_norm is not None else {})}
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "steps": steps,
+                **dict(zip(names, means)),
+                **({"clipped": clipped / steps} if spec.clip_grad_norm is not None else {}),
+            }
             history.append({**row, **(after_epoch(row) or {})} if after_epoch is not None else row)
             bar.set_postfix(total=f"{history[-1].get('total', float('nan')):.4g}")
             bar.update()
@@ -313,9 +323,7 @@ def write_history_csv(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         writer.writerows(history)
 
 
-def plot_history(
-    history: Sequence[Mapping[str, Any]], path: Path, milestones: Sequence[int] = ()
-) -> None:
+def plot_history(history: Sequence[Mapping[str, Any]], path: Path, milestones: Sequence[int] = ()) -> None:
     """Loss terms against epoch on a log scale, dashed lines at the lr milestones. The PNG bytes
     depend only on the arguments."""
     terms = list(dict.fromkeys(k for row in history for k in row if k not in NOT_LOSSES))

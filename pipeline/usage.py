@@ -25,8 +25,11 @@ class Meter:
         self.cpu_s = _cpu_seconds()
 
     def read(self) -> dict[str, float | str]:
-        return {"cpu_s": round(_cpu_seconds() - self.cpu_s, 3), "peak_rss_mib": round(_peak_rss_mib(), 1),
-                "peak_rss_scope": self.scope}
+        return {
+            "cpu_s": round(_cpu_seconds() - self.cpu_s, 3),
+            "peak_rss_mib": round(_peak_rss_mib(), 1),
+            "peak_rss_scope": self.scope,
+        }
 
 
 def _cpu_seconds() -> float:

@@ -41,9 +41,17 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
 
 def small_cnn(num_classes: int) -> Victim:
     """Three conv stages (16-32-64 channels), global average pooling, a linear head."""
-    body = nn.Sequential(*_block(3, 16), *_block(16, 16), nn.MaxPool2d(2),
-                         *_block(16, 32), *_block(32, 32), nn.MaxPool2d(2),
-                         *_block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    body = nn.Sequential(
+        *_block(3, 16),
+        *_block(16, 16),
+        nn.MaxPool2d(2),
+        *_block(16, 32),
+        *_block(32, 32),
+        nn.MaxPool2d(2),
+        *_block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     return Victim(body, 64, num_classes)
 
 
@@ -82,15 +90,18 @@ def load_victim(arch: str, num_classes: int, path: Path, device: torch.device) -
     except FileNotFoundError:
         raise PipelineError(f"victim weights file {path} does not exist") from None
     except Exception as err:  # torch raises many types for unreadable or unsafe files
-        raise PipelineError(f"victim weights file {path} cannot be loaded safely: "
-                            f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
+        raise PipelineError(
+            f"victim weights file {path} cannot be loaded safely: {(str(err).splitlines() or [type(err).__name__])[0]}"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise PipelineError(f"victim weights file {path} is not a state dict of tensors")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise PipelineError(f"victim weights file {path} does not fit architecture {arch} with "
-                            f"{num_classes} classes: {str(err).splitlines()[1].strip()}") from None
+        raise PipelineError(
+            f"victim weights file {path} does not fit architecture {arch} with "
+            f"{num_classes} classes: {str(err).splitlines()[1].strip()}"
+        ) from None
     return model.to(device).eval()
 
 
@@ -99,13 +110,22 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     n, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
     dy, dx = torch.randint(0, 9, (2,), generator=generator).tolist()
-    x = padded[:, :, dy:dy + h, dx:dx + w]
+    x = padded[:, :, dy : dy + h, dx : dx + w]
     flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def train_classifier(model: Victim, images: Tensor, labels: Tensor, epochs: int, batch_size: int, lr: float,
-                     seed: int, device: torch.device, progress: bool = False) -> list[dict[str, float]]:
+def train_classifier(
+    model: Victim,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    progress: bool = False,
+) -> list[dict[str, float]]:
     """SGD (momentum 0.9, weight decay 5e-4, cosine lr) with augmentation; images uint8 N x 3 x S x S."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -118,7 +138,7 @@ def train_classifier(model: Victim, images: Tensor, labels: Tensor, epochs: int,
         order = torch.randperm(len(images), generator=generator)
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(images), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             x = _augment(images[index].float() / 255, generator).to(device)
             y = labels[index].to(device)
             logits = model(x)
@@ -140,7 +160,7 @@ def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: 
     """Class predictions for float images in [0, 1] (or uint8), on the CPU."""
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
+        x = images[start : start + batch_size]
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         out.append(model(x.to(device)).argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -33,13 +33,18 @@ def _changed_files() -> dict[str, str] | None:
     """Files of the checkout that differ from HEAD or are untracked (ignored ones aside), each with
     a hash of its content; None outside a git checkout."""
     try:
-        listed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-z", "--untracked-files=all"],
-                                capture_output=True, check=True).stdout.split(b"\0")
+        listed = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "-z", "--untracked-files=all"],
+            capture_output=True,
+            check=True,
+        ).stdout.split(b"\0")
     except (OSError, subprocess.CalledProcessError):
         return None
     paths = [entry[3:].decode() for entry in listed if len(entry) > 3]
-    return {path: hashlib.sha256((REPO / path).read_bytes()).hexdigest() if (REPO / path).is_file() else "gone"
-            for path in paths}
+    return {
+        path: hashlib.sha256((REPO / path).read_bytes()).hexdigest() if (REPO / path).is_file() else "gone"
+        for path in paths
+    }
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,7 +71,7 @@ def photo_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
         photo = photos[i % len(photos)]
         side = int(rng.integers(size, min(photo.shape[:2]) // 2))
         top, left = (int(rng.integers(0, photo.shape[k] - side)) for k in (0, 1))
-        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size))
+        crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size))
         crops.append(np.asarray(crop))
     return crops
 
@@ -148,8 +153,13 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     def run(*args: str, artifacts: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
         root = artifacts or tmp_path / "artifacts"
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"pipeline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
@@ -169,6 +179,7 @@ def photo_victim():
     images = torch.from_numpy(crops)
     torch.manual_seed(0)  # the initial weights too: the victim is the same on every machine run
     model = small_cnn(len(PHOTOS))
-    train_classifier(model, images[64:], labels[64:], epochs=6, batch_size=32, lr=0.05, seed=0,
-                     device=torch.device("cpu"))
+    train_classifier(
+        model, images[64:], labels[64:], epochs=6, batch_size=32, lr=0.05, seed=0, device=torch.device("cpu")
+    )
     return model.eval(), images[:64].float() / 255, labels[:64]

@@ -69,17 +69,21 @@ class JSMA:
     target: str = bounded("runner_up", choices=("runner_up", "next"))
 
 
-ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
-    AttackSpec("fgsm", "FGSM", FGSM, "torchattacks:FGSM"),
-    AttackSpec("pgd", "PGD", PGD, "torchattacks:PGD"),
-    AttackSpec("ssah", "SSAH", SSAH, "pipeline.attacks.ssah:SSAH"),
-    # the per-image attacks get finer shards (more array tasks on a cluster), never fewer steps
-    AttackSpec("deepfool", "DeepFool", DeepFool, "pipeline.attacks.custom:BatchedDeepFool",
-               AttackLimits(shard_size=250)),
-    AttackSpec("bim", "BIM", BIM, "torchattacks:BIM"),
-    AttackSpec("cw", "CW", CW, "torchattacks:CW", AttackLimits(shard_size=500)),
-    AttackSpec("jsma", "JSMA", JSMA, "pipeline.attacks.custom:TargetedJSMA", AttackLimits(shard_size=100)),
-)}
+ATTACKS: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in (
+        AttackSpec("fgsm", "FGSM", FGSM, "torchattacks:FGSM"),
+        AttackSpec("pgd", "PGD", PGD, "torchattacks:PGD"),
+        AttackSpec("ssah", "SSAH", SSAH, "pipeline.attacks.ssah:SSAH"),
+        # the per-image attacks get finer shards (more array tasks on a cluster), never fewer steps
+        AttackSpec(
+            "deepfool", "DeepFool", DeepFool, "pipeline.attacks.custom:BatchedDeepFool", AttackLimits(shard_size=250)
+        ),
+        AttackSpec("bim", "BIM", BIM, "torchattacks:BIM"),
+        AttackSpec("cw", "CW", CW, "torchattacks:CW", AttackLimits(shard_size=500)),
+        AttackSpec("jsma", "JSMA", JSMA, "pipeline.attacks.custom:TargetedJSMA", AttackLimits(shard_size=100)),
+    )
+}
 
 
 def build_attack(name: str, model, params):

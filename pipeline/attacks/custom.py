@@ -36,8 +36,9 @@ class TargetedJSMA(torchattacks.JSMA):
         return super().forward(images.contiguous(), labels)
 
     @torch.no_grad()
-    def saliency_map(self, jacobian: Tensor, target_label: Tensor, increasing: bool, search_space: Tensor,
-                     nb_features: int) -> tuple[Tensor, Tensor]:
+    def saliency_map(
+        self, jacobian: Tensor, target_label: Tensor, increasing: bool, search_space: Tensor, nb_features: int
+    ) -> tuple[Tensor, Tensor]:
         outside = (search_space == 0).float().view(1, nb_features) * (2 if increasing else -2)
         target = jacobian[target_label].view(1, nb_features)
         others = jacobian.sum(0, keepdim=True) - target
@@ -55,8 +56,10 @@ class TargetedJSMA(torchattacks.JSMA):
     def compute_jacobian(self, image: Tensor) -> Tensor:
         image = image.clone().detach().requires_grad_(True)
         output = self.get_logits(image)[0]
-        rows = [torch.autograd.grad(output[k], image, retain_graph=k + 1 < len(output))[0].flatten()
-                for k in range(len(output))]
+        rows = [
+            torch.autograd.grad(output[k], image, retain_graph=k + 1 < len(output))[0].flatten()
+            for k in range(len(output))
+        ]
         return torch.stack(rows)
 
 
@@ -76,8 +79,13 @@ class BatchedDeepFool(torchattacks.DeepFool):
             logits = self.get_logits(x)
             y = labels[index]
             fooled = logits.argmax(1) != y
-            grads = torch.stack([torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k + 1 < logits.shape[1])[0]
-                                 for k in range(logits.shape[1])], 1)  # B x K x C x H x W
+            grads = torch.stack(
+                [
+                    torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k + 1 < logits.shape[1])[0]
+                    for k in range(logits.shape[1])
+                ],
+                1,
+            )  # B x K x C x H x W
             logits, pick = logits.detach(), torch.arange(len(index), device=self.device)
             f_prime = logits - logits[pick, y][:, None]
             w_prime = grads - grads[pick, y][:, None]

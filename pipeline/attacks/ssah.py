@@ -116,7 +116,7 @@ returns detached adversarial images in [0, 1] with the input's shape, dtype and 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +128,7 @@ _TANH_EPS = 3e-7
 _SMALL_MAX_SIDE = 64  # inputs up to this side use the CIFAR schedule
 
 
-def haar_dwt2d(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def haar_dwt2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-level orthonormal 2-D Haar DWT of ``x`` with shape (..., H, W), H and W even.
 
     For each 2x2 block ``[[a, b], [c, d]]`` it returns (each of shape (..., H/2, W/2))::
@@ -158,9 +158,9 @@ def haar_dwt2d(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def haar_idwt2d(
     ll: torch.Tensor,
-    lh: Optional[torch.Tensor] = None,
-    hl: Optional[torch.Tensor] = None,
-    hh: Optional[torch.Tensor] = None,
+    lh: torch.Tensor | None = None,
+    hl: torch.Tensor | None = None,
+    hh: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Inverse of :func:`haar_dwt2d`; missing detail bands are taken as zero."""
     zero = torch.zeros_like(ll)
@@ -260,10 +260,10 @@ class SSAH(Attack):
     def __init__(
         self,
         model: torch.nn.Module,
-        feature_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        steps: Optional[int] = None,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        steps: int | None = None,
         alpha: float = 1.0,
-        lr: Optional[float] = None,
+        lr: float | None = None,
         m: float = 0.2,
         lambda_lf: float = 0.1,
     ) -> None:
@@ -288,7 +288,7 @@ class SSAH(Attack):
         self.supported_mode = ["default"]
 
     # ------------------------------------------------------------------ helpers
-    def schedule(self, images: torch.Tensor) -> Tuple[int, float]:
+    def schedule(self, images: torch.Tensor) -> tuple[int, float]:
         """(steps, learning rate) used for ``images`` (reference schedule if unset)."""
         small = max(images.shape[-2], images.shape[-1]) <= _SMALL_MAX_SIDE
         steps = self.steps if self.steps is not None else (150 if small else 200)
@@ -316,7 +316,7 @@ class SSAH(Attack):
         return torch.argmin(z @ z.t(), dim=1)
 
     # ------------------------------------------------------------------ attack
-    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         r"""Overridden.  ``labels`` is accepted for the torchattacks interface and ignored."""
         del labels
         if images.dim() != 4:
@@ -363,4 +363,3 @@ class SSAH(Attack):
         adv = 0.5 * (torch.tanh(w.detach()) + 1.0)
         adv = adv.clamp(0.0, 1.0)
         return adv.to(device=out_device, dtype=out_dtype).detach()
-

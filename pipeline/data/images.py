@@ -21,8 +21,9 @@ def square(image: Image.Image, size: int) -> np.ndarray:
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
-    image = image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side),
-                         reducing_gap=3.0)
+    image = image.resize(
+        (size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side), reducing_gap=3.0
+    )
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
@@ -45,8 +46,10 @@ def load_file(path: Path, size: int) -> np.ndarray:
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise PipelineError(f"image {path} is {width}x{height}, over the limit of "
-                                        f"{MAX_PIXELS:,} pixels (list it in the dataset's 'exclude')")
+                    raise PipelineError(
+                        f"image {path} is {width}x{height}, over the limit of "
+                        f"{MAX_PIXELS:,} pixels (list it in the dataset's 'exclude')"
+                    )
                 if image.format == "JPEG":
                     image.draft("RGB", (size * 2, size * 2))  # decode at reduced scale: much faster
                 image.load()
@@ -54,7 +57,8 @@ def load_file(path: Path, size: int) -> np.ndarray:
     except PipelineError:
         raise
     except Image.DecompressionBombError as err:
-        raise PipelineError(f"image {path} is over the limit of {MAX_PIXELS:,} pixels ({err}; "
-                            "list it in the dataset's 'exclude')") from None
+        raise PipelineError(
+            f"image {path} is over the limit of {MAX_PIXELS:,} pixels ({err}; list it in the dataset's 'exclude')"
+        ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise PipelineError(f"cannot decode image {path}: {err}") from None

@@ -30,7 +30,7 @@ def choose(listing: Listing, splits: Sequence[tuple[str, int]], seed: int, what:
     order = np.random.default_rng(seed).permutation(len(listing.items))
     chosen, start = {}, 0
     for name, count in splits:
-        chosen[name] = [listing.items[i] for i in order[start:start + count]]
+        chosen[name] = [listing.items[i] for i in order[start : start + count]]
         start += count
     return chosen
 
@@ -47,8 +47,14 @@ def file_checksums(root: Path, items: Sequence[Item]) -> dict[str, str]:
     return {file: sha256_file(root / file) for file in sorted({item.file for item in items})}
 
 
-def make_manifest(dataset: str, source: str, seed: int, classes: list[str] | None,
-                  chosen: dict[str, list[Item]], checksums: dict[str, str]) -> dict[str, Any]:
+def make_manifest(
+    dataset: str,
+    source: str,
+    seed: int,
+    classes: list[str] | None,
+    chosen: dict[str, list[Item]],
+    checksums: dict[str, str],
+) -> dict[str, Any]:
     return {
         "format": MANIFEST_FORMAT,
         "dataset": dataset,
@@ -56,8 +62,9 @@ def make_manifest(dataset: str, source: str, seed: int, classes: list[str] | Non
         "seed": seed,
         "classes": classes,
         "files": checksums,
-        "splits": {name: [{"id": it.id, "file": it.file, "label": it.label} for it in items]
-                   for name, items in chosen.items()},
+        "splits": {
+            name: [{"id": it.id, "file": it.file, "label": it.label} for it in items] for name, items in chosen.items()
+        },
     }
 
 
@@ -116,8 +123,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-def from_manifest(manifest: dict[str, Any], path: Path, root: Path,
-                  splits: Sequence[tuple[str, int]]) -> dict[str, list[Item]]:
+def from_manifest(
+    manifest: dict[str, Any], path: Path, root: Path, splits: Sequence[tuple[str, int]]
+) -> dict[str, list[Item]]:
     """The items a manifest lists, after checking paths, counts and the sha256 of every file."""
     chosen = {}
     for name, count in splits:
@@ -126,8 +134,7 @@ def from_manifest(manifest: dict[str, Any], path: Path, root: Path,
             raise PipelineError(f"manifest {path} has no split {name!r}")
         if len(entries) != count:
             raise PipelineError(f"manifest {path} lists {len(entries)} images for {name}, the config asks {count}")
-        chosen[name] = [Item(e["id"], safe_relative(e["file"], f"manifest {path}"), int(e["label"]))
-                        for e in entries]
+        chosen[name] = [Item(e["id"], safe_relative(e["file"], f"manifest {path}"), int(e["label"])) for e in entries]
     for file, expected in manifest["files"].items():
         target = root / safe_relative(file, f"manifest {path}")
         if not target.is_file():

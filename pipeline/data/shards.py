@@ -46,8 +46,9 @@ def _zstd(itemsize: int) -> dict[str, Any]:
 CODECS: dict[str, Callable[[int], dict[str, Any]]] = {"gzip": _gzip, "zstd": _zstd}
 
 
-def write_shard(path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {},
-                codec: str = "gzip") -> None:
+def write_shard(
+    path: Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}, codec: str = "gzip"
+) -> None:
     """Write arrays (strings as UTF-8) to a new HDF5 file; image-like arrays are chunked and compressed
     with ``codec`` (one of ``CODECS``). A failed write (e.g. a full disk) raises one OSError naming the
     file, with the errno HDF5 saw."""
@@ -94,8 +95,8 @@ class ShardWriter:
         stop = have if have == self.rows else have - have % _CHUNK_IMAGES
         if stop > start:
             block = np.concatenate(parts)
-            self.pending.append(self.pool.submit(self._write_rows, name, start, block[:stop - start]))
-            self.buffered[name] = [block[stop - start:]] if stop < have else []
+            self.pending.append(self.pool.submit(self._write_rows, name, start, block[: stop - start]))
+            self.buffered[name] = [block[stop - start :]] if stop < have else []
             self.handed[name] = stop
 
     def _write_rows(self, name: str, start: int, block: np.ndarray) -> None:
@@ -106,9 +107,15 @@ class ShardWriter:
         if name not in self.handle:
             chunks = (min(self.rows, _CHUNK_IMAGES),) + block.shape[1:]
             # no chunk cache: each whole chunk is compressed and written now, in this thread
-            self.handle.create_dataset(name, shape=(self.rows,) + block.shape[1:], dtype=block.dtype, chunks=chunks,
-                                       rdcc_nbytes=0, **self.codec(block.itemsize))
-        self.handle[name][start:start + len(block)] = block
+            self.handle.create_dataset(
+                name,
+                shape=(self.rows,) + block.shape[1:],
+                dtype=block.dtype,
+                chunks=chunks,
+                rdcc_nbytes=0,
+                **self.codec(block.itemsize),
+            )
+        self.handle[name][start : start + len(block)] = block
 
     def finish(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] = {}) -> None:
         """Wait for the appended arrays, write ``arrays`` and ``attrs``, close the file."""
@@ -179,6 +186,10 @@ _QUIET = threading.Lock()
 _quiet_depth, _hooks = 0, (sys.unraisablehook, sys.excepthook)
 
 
+def _ignore(*_: object) -> None:
+    """A hook that reports nothing."""
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """HDF5 objects that cannot flush complain as they die (tracebacks on stderr): silence them, in any
@@ -187,7 +198,7 @@ def _quiet() -> Iterator[None]:
     with _QUIET:
         if _quiet_depth == 0:
             _hooks = sys.unraisablehook, sys.excepthook
-            sys.unraisablehook = sys.excepthook = lambda *_: None
+            sys.unraisablehook = sys.excepthook = _ignore
         _quiet_depth += 1
     try:
         yield
@@ -244,14 +255,18 @@ def _dataset(handle, name: str, path: Path, rows: slice = slice(0)):
         raise PipelineError(f"shard {path}: {name!r} is a link ({type(link).__name__}), not data stored in the shard")
     dataset = handle[name]
     if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual or dataset.shape is None:
-        raise PipelineError(f"shard {path}: dataset {name!r} keeps its data outside the shard "
-                            f"(external storage or a virtual dataset) or has none")
+        raise PipelineError(
+            f"shard {path}: dataset {name!r} keeps its data outside the shard "
+            f"(external storage or a virtual dataset) or has none"
+        )
     count = len(range(*rows.indices(dataset.shape[0]))) if dataset.shape else 1
     size = count * math.prod(dataset.shape[1:]) * dataset.dtype.itemsize
     if size > _memory():
-        raise PipelineError(f"shard {path}: dataset {name!r} declares shape {dataset.shape} of {dataset.dtype}, "
-                            f"{size / 2**30:.1f} GiB to read, more than this machine's memory "
-                            f"({_memory() / 2**30:.1f} GiB)")
+        raise PipelineError(
+            f"shard {path}: dataset {name!r} declares shape {dataset.shape} of {dataset.dtype}, "
+            f"{size / 2**30:.1f} GiB to read, more than this machine's memory "
+            f"({_memory() / 2**30:.1f} GiB)"
+        )
     return dataset
 
 

@@ -71,8 +71,11 @@ def _image_files(root: Path) -> list[str]:
                 real = os.path.realpath(path)
                 # prefer the real file over links to it, then the first path in sorted order
                 best = chosen.get(real)
-                if best is None or (not path.is_symlink() and (root / best).is_symlink()) or \
-                        (path.is_symlink() == (root / best).is_symlink() and rel < best):
+                if (
+                    best is None
+                    or (not path.is_symlink() and (root / best).is_symlink())
+                    or (path.is_symlink() == (root / best).is_symlink() and rel < best)
+                ):
                     chosen[real] = rel
     return sorted(chosen.values())
 
@@ -107,9 +110,15 @@ class ImageFiles(Source):
 class _Restricted(pickle.Unpickler):
     """Unpickles CIFAR batches (dicts of numpy arrays, lists, bytes) and nothing executable."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -146,8 +155,10 @@ def _cifar_labels(labels: object, count: int, path: Path) -> np.ndarray:
         shown = f"{array.dtype} {array.shape}" if array is not None else type(labels).__name__
         raise PipelineError(f"CIFAR batch {path}: 'labels' must be {count} integers, one per image, not {shown}")
     if count and (array.min() < 0 or array.max() >= len(CifarBatches.CLASSES)):
-        raise PipelineError(f"CIFAR batch {path}: 'labels' must lie in 0-{len(CifarBatches.CLASSES) - 1}, "
-                            f"found {array.min()}-{array.max()}")
+        raise PipelineError(
+            f"CIFAR batch {path}: 'labels' must lie in 0-{len(CifarBatches.CLASSES) - 1}, "
+            f"found {array.min()}-{array.max()}"
+        )
     return array.astype(np.int64)
 
 
@@ -209,7 +220,7 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise PipelineError(f"idx file {path} is truncated inside its header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(shape):  # Python integers: a declared shape cannot overflow
         raise PipelineError(f"idx file {path} is truncated: {data.size} values for shape {shape}")
@@ -255,9 +266,24 @@ class FashionMnist(Source):
 class PhotoCrops(Source):
     """Square crops of a few photos on a multi-scale grid (a stand-in for natural-image datasets)."""
 
-    PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png",
-              "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
-              "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+    PHOTOS = (
+        "astronaut.png",
+        "brick.png",
+        "camera.png",
+        "chelsea.png",
+        "clock_motion.png",
+        "coffee.png",
+        "coins.png",
+        "grass.png",
+        "gravel.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "moon.png",
+        "motorcycle_left.png",
+        "motorcycle_right.png",
+        "retina.jpg",
+        "rocket.jpg",
+    )
     SIDES = (64, 96, 128, 192, 256)
 
     def default_root(self) -> Path | None:
@@ -267,8 +293,9 @@ class PhotoCrops(Source):
 
     def list(self, root: Path, classes: Sequence[str] | None) -> Listing:
         _check_root(root)
-        photos = [p for p in self.PHOTOS if (root / p).is_file()] or \
-            sorted(p.name for p in root.iterdir() if p.suffix.lower() in EXTENSIONS)
+        photos = [p for p in self.PHOTOS if (root / p).is_file()] or sorted(
+            p.name for p in root.iterdir() if p.suffix.lower() in EXTENSIONS
+        )
         if not photos:
             raise PipelineError(f"dataset directory {root} has no photos")
         items = []

@@ -22,7 +22,7 @@ def gaussian_blur(x, sigma: float):
 
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-taps**2 / (2 * sigma**2))
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     channels = x.shape[1]
     out = F.pad(x, (radius, radius, radius, radius), mode="replicate")
@@ -31,5 +31,6 @@ def gaussian_blur(x, sigma: float):
     return out.clamp(0, 1)
 
 
-BLUR = MethodSpec("blur", "Gaussian blur", "transform",
-                  lambda models, p: lambda x: gaussian_blur(x, p.sigma), BlurParams)
+BLUR = MethodSpec(
+    "blur", "Gaussian blur", "transform", lambda models, p: lambda x: gaussian_blur(x, p.sigma), BlurParams
+)

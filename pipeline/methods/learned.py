@@ -14,12 +14,33 @@ def autoencode(model):
     return lambda x: reconstruct(model, x)
 
 
-CAE = MethodSpec("cae", "CAE alone (reformer)", "learned", lambda models, p: autoencode(models["cae"]),
-                 uses_cae=True, cae_variants=True)
-PLAIN_AE = MethodSpec("plain_ae", "Plain AE (Fig. 7 baseline)", "learned",
-                      lambda models, p: autoencode(models["model"]), training=Training("vae"), figure=True)
-PAIRED_DAE = MethodSpec("paired_dae", "Paired denoising AE (supervised)", "learned",
-                        lambda models, p: autoencode(models["model"]), training=Training("vae", target="clean"))
-PAIRED_DAE_CAE = MethodSpec("paired_dae_cae", "Paired denoising AE from the CAE (supervised)", "learned",
-                            lambda models, p: autoencode(models["model"]),
-                            training=Training("vae", target="clean", from_cae=True))
+CAE = MethodSpec(
+    "cae",
+    "CAE alone (reformer)",
+    "learned",
+    lambda models, p: autoencode(models["cae"]),
+    uses_cae=True,
+    cae_variants=True,
+)
+PLAIN_AE = MethodSpec(
+    "plain_ae",
+    "Plain AE (Fig. 7 baseline)",
+    "learned",
+    lambda models, p: autoencode(models["model"]),
+    training=Training("vae"),
+    figure=True,
+)
+PAIRED_DAE = MethodSpec(
+    "paired_dae",
+    "Paired denoising AE (supervised)",
+    "learned",
+    lambda models, p: autoencode(models["model"]),
+    training=Training("vae", target="clean"),
+)
+PAIRED_DAE_CAE = MethodSpec(
+    "paired_dae_cae",
+    "Paired denoising AE from the CAE (supervised)",
+    "learned",
+    lambda models, p: autoencode(models["model"]),
+    training=Training("vae", target="clean", from_cae=True),
+)

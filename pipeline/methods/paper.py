@@ -11,5 +11,13 @@ def _cae_of_aae(models, params):
     return lambda x: recover(models["model"], models["cae"], x)
 
 
-OURS = MethodSpec("ours", "Ours (CAE + AAE, as written)", "paper", _cae_of_aae,
-                  training=Training("aae", with_cae=True), uses_cae=True, variants=True, figure=True)
+OURS = MethodSpec(
+    "ours",
+    "Ours (CAE + AAE, as written)",
+    "paper",
+    _cae_of_aae,
+    training=Training("aae", with_cae=True),
+    uses_cae=True,
+    variants=True,
+    figure=True,
+)

@@ -32,7 +32,7 @@ def bit_depth(x, bits: int):
     """Feature squeezing: quantise each channel to ``bits`` bits (Xu et al., 2018)."""
     import torch
 
-    levels = 2 ** bits - 1
+    levels = 2**bits - 1
     return torch.round(x.clamp(0, 1) * levels) / levels
 
 
@@ -62,7 +62,9 @@ class MedianParams:
 
 IDENTITY = MethodSpec("identity", "Identity (no defence)", "none", lambda models, p: lambda x: x)
 JPEG = MethodSpec("jpeg", "JPEG", "transform", lambda models, p: partial(jpeg, quality=p.quality), JPEGParams)
-BIT_DEPTH = MethodSpec("bit_depth", "Bit-depth reduction", "transform",
-                       lambda models, p: partial(bit_depth, bits=p.bits), BitDepthParams)
-MEDIAN = MethodSpec("median", "Median filter", "transform", lambda models, p: partial(median, kernel=p.kernel),
-                    MedianParams)
+BIT_DEPTH = MethodSpec(
+    "bit_depth", "Bit-depth reduction", "transform", lambda models, p: partial(bit_depth, bits=p.bits), BitDepthParams
+)
+MEDIAN = MethodSpec(
+    "median", "Median filter", "transform", lambda models, p: partial(median, kernel=p.kernel), MedianParams
+)

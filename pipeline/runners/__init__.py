@@ -1,1 +1,1 @@
-"""Runners execute a plan: in-process (``local``) or as Slurm jobs through submitit (``slurm``)."""
+"""Runners execute a plan: on this machine (``local``) or as Slurm jobs through submitit (``slurm``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -54,8 +55,11 @@ def _markdown(frame: pd.DataFrame, digits: int, counts: bool = False, cap: float
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if counts:  # the same images in every row: read them off the identity row where there is one
         first = frame[frame["method"] == "identity"].iloc[0] if (frame["method"] == "identity").any() else frame.iloc[0]
-        lines.append("| *images (n)* | " + " | ".join(
-            str(int(first[f"{c}_n"])) if f"{c}_n" in frame else "" for c in columns) + " |")
+        lines.append(
+            "| *images (n)* | "
+            + " | ".join(str(int(first[f"{c}_n"])) if f"{c}_n" in frame else "" for c in columns)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -69,22 +73,32 @@ def _cell(value: float, sd: float, digits: int) -> str:
 def render_results(results: Path) -> str:
     """Tables II and III (recovery accuracy, PSNR), the detection AUROC and the figures of one config."""
     provenance = json.loads(render_file(results / "provenance.json"))
-    runtimes = "; ".join(f"{r['device']}, {r['threads']} thread(s), torch {r['torch']}"
-                         for r in provenance.get("runtime", []) if r)
+    runtimes = "; ".join(
+        f"{r['device']}, {r['threads']} thread(s), torch {r['torch']}" for r in provenance.get("runtime", []) if r
+    )
     seeds = provenance.get("seeds", [])
-    header = (f"Config `{provenance['config']}`, commit(s) {', '.join(c[:12] for c in provenance['commits'])}, "
-              f"data manifests {', '.join(f'{k} {v[:12]}' for k, v in provenance['manifests'].items())}, "
-              f"training seeds {', '.join(map(str, seeds))} (learned rows: mean ± standard deviation over "
-              f"seeds), run on {runtimes or 'an unrecorded device'}. Files: [`{results}/`]({results}/).")
+    header = (
+        f"Config `{provenance['config']}`, commit(s) {', '.join(c[:12] for c in provenance['commits'])}, "
+        f"data manifests {', '.join(f'{k} {v[:12]}' for k, v in provenance['manifests'].items())}, "
+        f"training seeds {', '.join(map(str, seeds))} (learned rows: mean ± standard deviation over "
+        f"seeds), run on {runtimes or 'an unrecorded device'}. Files: [`{results}/`]({results}/)."
+    )
     parts = [header]
     for title, stem, options in (
-            ("Table II, seen attacks — recovery accuracy on the images the attack flipped (%; Avg over the "
-             "attacks)", "table_ii_seen_recovery_accuracy_flipped", {"counts": True}),
-            ("Table II, seen attacks — recovery accuracy (%)", "table_ii_seen_recovery_accuracy", {}),
-            ("Table III, unseen attacks — recovery accuracy (%)", "table_iii_unseen_recovery_accuracy", {}),
-            ("Table II, seen attacks — PSNR against the clean image (dB; ∞: unchanged; Avg over the attacks)",
-             "table_ii_seen_psnr", {"cap": PSNR_CAP}),
-            ("Table II, seen attacks — pixel recovery rate at τ (%)", "table_ii_seen_pixel_rate", {})):
+        (
+            "Table II, seen attacks — recovery accuracy on the images the attack flipped (%; Avg over the attacks)",
+            "table_ii_seen_recovery_accuracy_flipped",
+            {"counts": True},
+        ),
+        ("Table II, seen attacks — recovery accuracy (%)", "table_ii_seen_recovery_accuracy", {}),
+        ("Table III, unseen attacks — recovery accuracy (%)", "table_iii_unseen_recovery_accuracy", {}),
+        (
+            "Table II, seen attacks — PSNR against the clean image (dB; ∞: unchanged; Avg over the attacks)",
+            "table_ii_seen_psnr",
+            {"cap": PSNR_CAP},
+        ),
+        ("Table II, seen attacks — pixel recovery rate at τ (%)", "table_ii_seen_pixel_rate", {}),
+    ):
         parts += [f"**{title}**", _markdown(_read(results / f"{stem}.csv"), 1, **options)]
     detection = _read(results / "detection_auroc_seen.csv").assign(clean=float("nan"))
     parts += ["**Detection AUROC by reconstruction error, seen attacks (Fig. 6)**", _markdown(detection, 3)]
@@ -102,19 +116,26 @@ def render_sanity(results: Path) -> str:
     mean over training data and seeds and the range, how many are "not trained" (within 1 dB of the
     floor), and its recovery accuracy on the clean test images (does it keep the class?)."""
     sanity = _read(results / "training_sanity.csv")
-    lines = ["| model | trained on | models | steps | held-out images | held-out PSNR (dB) | mean image (dB) "
-             "| class-mean image (dB) | not trained | D_CAE(E_AAE(x)) vs x (dB) | clean test images kept (%) "
-             "| steps clipped |", "|---" * 12 + "|"]
+    lines = [
+        "| model | trained on | models | steps | held-out images | held-out PSNR (dB) | mean image (dB) "
+        "| class-mean image (dB) | not trained | D_CAE(E_AAE(x)) vs x (dB) | clean test images kept (%) "
+        "| steps clipped |",
+        "|---" * 12 + "|",
+    ]
     for title, group in sanity.groupby("title", sort=False):
         data = "clean images" if set(group["data"]) == {"clean"} else f"{group['data'].nunique()} attacks"
-        cells = [_mean_span(group[k].dropna()) if group[k].notna().any() else "–"
-                 for k in ("heldout_psnr", "mean_image_psnr", "class_mean_psnr")]
+        cells = [
+            _mean_span(group[k].dropna()) if group[k].notna().any() else "–"
+            for k in ("heldout_psnr", "mean_image_psnr", "class_mean_psnr")
+        ]
         recovered, kept = group["recovered_psnr"].dropna(), 100 * group["clean_recovery_accuracy"].dropna()
-        lines.append(f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | "
-                     f"{_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | {' | '.join(cells)} | "
-                     f"{int(group['not_trained'].sum())} of {len(group)} | "
-                     f"{_mean_span(recovered) if len(recovered) else '–'} | {_mean_span(kept) if len(kept) else '–'} | "
-                     f"{_share(group['clipped_steps'])} |")
+        lines.append(
+            f"| {title.removesuffix(' (not in the paper)')} | {data} | {len(group)} | "
+            f"{_span(group['steps'], 0)} | {_span(group['heldout'], 0)} | {' | '.join(cells)} | "
+            f"{int(group['not_trained'].sum())} of {len(group)} | "
+            f"{_mean_span(recovered) if len(recovered) else '–'} | {_mean_span(kept) if len(kept) else '–'} | "
+            f"{_share(group['clipped_steps'])} |"
+        )
     return "\n".join(lines) + f"\n\n![training curves, first seed]({results}/fig_training.png)"
 
 
@@ -136,14 +157,24 @@ def _mean_span(values: pd.Series) -> str:
 def render_attacks(results: Path) -> str:
     """Victim accuracy and per-attack success of one config, from ``victims.csv`` and ``attacks.csv``."""
     victims, attacks = _read(results / "victims.csv"), _read(results / "attacks.csv")
-    lines = ["| victim of | held-out accuracy | accuracy on the attacked images | chance | majority class |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r.role} | {r.val_accuracy:.3f} | {r.role_accuracy:.3f} | {r.chance:.3f} | {r.majority:.3f} |"
-              for r in victims.itertuples()]
-    lines += ["", "| role | attack | images | success (as stored) | before storage | mean L∞ | mean L2 |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.role} | {_title(r.attack)} | {r.n} | {r.success:.3f} | {r.success_before_storage:.3f} | "
-              f"{r.linf:.4f} | {r.l2:.3f} |" for r in attacks.itertuples()]
+    lines = [
+        "| victim of | held-out accuracy | accuracy on the attacked images | chance | majority class |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.role} | {r.val_accuracy:.3f} | {r.role_accuracy:.3f} | {r.chance:.3f} | {r.majority:.3f} |"
+        for r in victims.itertuples()
+    ]
+    lines += [
+        "",
+        "| role | attack | images | success (as stored) | before storage | mean L∞ | mean L2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.role} | {_title(r.attack)} | {r.n} | {r.success:.3f} | {r.success_before_storage:.3f} | "
+        f"{r.linf:.4f} | {r.l2:.3f} |"
+        for r in attacks.itertuples()
+    ]
     return "\n".join(lines)
 
 
@@ -151,20 +182,25 @@ def render_convergence(results: Path) -> str:
     """The convergence study of one config, from ``convergence/summary.csv``: per run and attack, the
     steps reached, how many seeds plateaued, and the last measurement (mean ± sd over seeds)."""
     summary = _read(results / "convergence" / "summary.csv")
-    lines = ["| run | attack | steps | plateaued | objective, held out | cycle PSNR (dB) | D(E(x)) vs clean (dB) "
-             "| recovery accuracy (%) | on flipped images (%) | doing nothing / CAE alone (%) |", "|---" * 10 + "|"]
+    lines = [
+        "| run | attack | steps | plateaued | objective, held out | cycle PSNR (dB) | D(E(x)) vs clean (dB) "
+        "| recovery accuracy (%) | on flipped images (%) | doing nothing / CAE alone (%) |",
+        "|---" * 10 + "|",
+    ]
     for r in summary.itertuples():
         objective = r.heldout_paper if pd.notna(r.heldout_paper) else r.heldout_total
         objective_sd = r.heldout_paper_sd if pd.notna(r.heldout_paper) else r.heldout_total_sd
         reference = f"{100 * r.reference_identity:.1f}" + (
-            f" / {100 * r.reference_cae:.1f}" if pd.notna(getattr(r, "reference_cae", float("nan"))) else "")
+            f" / {100 * r.reference_cae:.1f}" if pd.notna(getattr(r, "reference_cae", float("nan"))) else ""
+        )
         lines.append(
             f"| {r.run} | {_title(r.attack)} | {_span(pd.Series([r.steps_min, r.steps_max]), 0)} | "
             f"{int(r.plateaued)} of {int(r.seeds)} | {_cell(objective, objective_sd, 2)} | "
             f"{_cell(r.psnr_objective, r.psnr_objective_sd, 1)} | "
             f"{_cell(r.psnr_recovered_clean, r.psnr_recovered_clean_sd, 1)} | "
             f"{_cell(100 * r.recovery_accuracy, 100 * r.recovery_accuracy_sd, 1)} | "
-            f"{_cell(100 * r.recovery_accuracy_flipped, 100 * r.recovery_accuracy_flipped_sd, 1)} | {reference} |")
+            f"{_cell(100 * r.recovery_accuracy_flipped, 100 * r.recovery_accuracy_flipped_sd, 1)} | {reference} |"
+        )
     figures = sorted((results / "convergence").glob("fig_convergence_*.png"))
     return "\n".join(lines) + "".join(f"\n\n![convergence, {f.stem.split('_')[-1]}]({f})" for f in figures)
 
@@ -175,11 +211,17 @@ def render_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _filled(body: str, block: re.Match[str]) -> str:
+    """A ``<!-- results:... -->`` block of the README with ``body`` inside."""
+    return block.group(1) + body + "\n" + block.group(2)
+
+
 TIERS = ("demo", "matched")  # configs whose committed results the README shows
 _PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": render_attacks, "-sanity": render_sanity}
 RENDERERS: dict[str, Callable[[], str]] = {
-    **{f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
-       for tier in TIERS for kind, render in _PER_TIER.items()},
+    **{
+        f"{tier}{kind}": partial(render, Path("results") / tier) for tier in TIERS for kind, render in _PER_TIER.items()
+    },
     "matched-convergence": lambda: render_convergence(Path("results") / "matched"),
     "verdict": lambda: render_verdicts({tier: Path("results") / tier for tier in reversed(TIERS)}),
     "bench": lambda: render_file(Path("results/bench.md")),
@@ -201,7 +243,7 @@ def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
             if names:
                 raise
             continue
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(partial(_filled, body), text)
         done.append(name)
     readme.write_text(text)
     return done

@@ -65,16 +65,23 @@ def _recovers(table: str) -> Callable[[Path, str], tuple[str, str]]:
         accuracy = _table(results, f"{table}_recovery_accuracy")
         flipped = _table(results, f"{table}_recovery_accuracy_flipped")
         ours, nothing = _value(accuracy, OURS), _value(accuracy, IDENTITY)
-        return (f"recovery accuracy {_show(ours)} against {_show(nothing)} for doing nothing; on the images the "
-                f"attacks flipped {_show(_value(flipped, OURS))}", _compare(ours, nothing))
+        return (
+            f"recovery accuracy {_show(ours)} against {_show(nothing)} for doing nothing; on the images the "
+            f"attacks flipped {_show(_value(flipped, OURS))}",
+            _compare(ours, nothing),
+        )
+
     return test
 
 
 def _pixel_rate(results: Path, tier: str) -> tuple[str, str]:
     rate = _table(results, "table_ii_seen_pixel_rate")
     ours, nothing = _value(rate, OURS), _value(rate, IDENTITY)
-    return (f"pixel rate at τ {_show(ours)}; doing nothing scores {_show(nothing)}, so the metric cannot tell "
-            f"recovery from its absence", _compare(ours, nothing))
+    return (
+        f"pixel rate at τ {_show(ours)}; doing nothing scores {_show(nothing)}, so the metric cannot tell "
+        f"recovery from its absence",
+        _compare(ours, nothing),
+    )
 
 
 def _above_supervised(results: Path, tier: str) -> tuple[str, str]:
@@ -89,19 +96,31 @@ def _points(frame: pd.DataFrame, figure: str) -> dict[str, dict[str, tuple[float
     """An ablation CSV as curve -> point -> (mean, sd): Fig. 4's λ1 and λ2 over λ, Fig. 5's grid."""
     if figure == "fig4_lambdas":
         rows = frame.set_index("lambda")
-        return {curve: {f"{lam:g}": (row[curve], row[f"{curve} sd"]) for lam, row in rows.iterrows()}
-                for curve in ("λ1", "λ2")}
+        return {
+            curve: {f"{lam:g}": (row[curve], row[f"{curve} sd"]) for lam, row in rows.iterrows()}
+            for curve in ("λ1", "λ2")
+        }
     grid = frame.set_index("N_CAE")
-    return {"depths": {f"{nc}x{na}": (grid.loc[nc, na], grid.loc[nc, f"{na} sd"]) for nc in grid.index
-                       for na in grid.columns if not na.endswith("sd")}}
+    return {
+        "depths": {
+            f"{nc}x{na}": (grid.loc[nc, na], grid.loc[nc, f"{na} sd"])
+            for nc in grid.index
+            for na in grid.columns
+            if not na.endswith("sd")
+        }
+    }
 
 
 def _optimum(figure: str, expected: str) -> Callable[[Path, str], tuple[str, str]]:
     """Is ``expected`` the best point of the paper's AAE in ``figure``, on every ablation attack? It
     holds unless another point beats it beyond noise (then the paper's optimum is not one here)."""
+
     def test(results: Path, tier: str) -> tuple[str, str]:
-        files = [f for f in sorted((results / "ablations").glob(f"{figure}_*.csv"))
-                 if "_" not in f.stem.removeprefix(f"{figure}_")]  # the paper's AAE; variants have a suffix
+        files = [
+            f
+            for f in sorted((results / "ablations").glob(f"{figure}_*.csv"))
+            if "_" not in f.stem.removeprefix(f"{figure}_")
+        ]  # the paper's AAE; variants have a suffix
         if not files:
             return "no ablation run", UNTESTABLE
         found, verdicts = [], []
@@ -110,10 +129,13 @@ def _optimum(figure: str, expected: str) -> Callable[[Path, str], tuple[str, str
                 if expected not in points:
                     return f"{expected} was not swept", UNTESTABLE
                 best = max(points, key=lambda k: points[k][0])
-                found.append(f"{curve} on {path.stem.removeprefix(f'{figure}_')}: best {best} "
-                             f"({_show(points[best])}), {expected} {_show(points[expected])}")
+                found.append(
+                    f"{curve} on {path.stem.removeprefix(f'{figure}_')}: best {best} "
+                    f"({_show(points[best])}), {expected} {_show(points[expected])}"
+                )
                 verdicts.append(_compare(points[best], points[expected]))
         return "; ".join(found), FAILS if HOLDS in verdicts else HOLDS
+
     return test
 
 
@@ -134,20 +156,30 @@ def _cross_domain(results: Path, tier: str) -> tuple[str, str]:
 
 
 CLAIMS = [
-    Claim("Ours recovers attacked images it was trained on (Table II)",
-          f"Avg {TABLE_II[PAPER_OURS]['avg']}% (their recovery rate)", _recovers("table_ii_seen")),
-    Claim("... and attacks it was not trained on (Table III)", f"Avg {TABLE_III[PAPER_OURS]['avg']}%",
-          _recovers("table_iii_unseen")),
-    Claim("Pixel recovery rate (the paper's metric, read at tolerance τ)", f"{TABLE_II[PAPER_OURS]['avg']}%",
-          _pixel_rate),
-    Claim("Ours above the supervised methods", f"{TABLE_II[PAPER_OURS]['avg']}% against at most "
-          f"{max(TABLE_II[r]['avg'] for r in PAPER_SUPERVISED)}%", _above_supervised),
-    Claim("Ours degrades less than supervised methods from seen to unseen attacks", _reported_drops(),
-          _degrades_less),
+    Claim(
+        "Ours recovers attacked images it was trained on (Table II)",
+        f"Avg {TABLE_II[PAPER_OURS]['avg']}% (their recovery rate)",
+        _recovers("table_ii_seen"),
+    ),
+    Claim(
+        "... and attacks it was not trained on (Table III)",
+        f"Avg {TABLE_III[PAPER_OURS]['avg']}%",
+        _recovers("table_iii_unseen"),
+    ),
+    Claim(
+        "Pixel recovery rate (the paper's metric, read at tolerance τ)", f"{TABLE_II[PAPER_OURS]['avg']}%", _pixel_rate
+    ),
+    Claim(
+        "Ours above the supervised methods",
+        f"{TABLE_II[PAPER_OURS]['avg']}% against at most {max(TABLE_II[r]['avg'] for r in PAPER_SUPERVISED)}%",
+        _above_supervised,
+    ),
+    Claim("Ours degrades less than supervised methods from seen to unseen attacks", _reported_drops(), _degrades_less),
     Claim("λ1 = λ2 = 0.001 is optimal (Fig. 4)", "peak 70.1% at 0.001", _optimum("fig4_lambdas", "0.001")),
     Claim("N_CAE = 4, N_AAE = 6 is the best trade-off (Fig. 5)", "peak around 4 x 6", _optimum("fig5_depths", "4x6")),
-    Claim("Recovery across domains (CAE on one domain, AAE on another, test on a third)", "Tables II-III",
-          _cross_domain),
+    Claim(
+        "Recovery across domains (CAE on one domain, AAE on another, test on a third)", "Tables II-III", _cross_domain
+    ),
 ]
 
 

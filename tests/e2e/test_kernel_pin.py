@@ -21,8 +21,14 @@ OUTER = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_I
 
 def _pipeline(cwd: Path, outer: dict[str, str], *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | outer  # this process pinned its own
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--artifacts", str(cwd / "artifacts"), *args,
-                             "--config", "smoke"], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--artifacts", str(cwd / "artifacts"), *args, "--config", "smoke"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
 
 
@@ -41,7 +47,8 @@ def test_training_under_an_outer_default_capability_gets_the_pinned_bytes(tmp_pa
     pinned = _victims(sampled, tmp_path / "pinned", {})
     assert sorted(pinned) == ["aae_train", "test", "test/v1"]  # smoke: victim.noise_seeds [1]
     assert {(cpu["capability"], cpu["pinned"], cpu["mkl_branch"]) for _, cpu in pinned.values()} == {
-        ("AVX2", "avx2", "COMPATIBLE")}
+        ("AVX2", "avx2", "COMPATIBLE")
+    }
     assert _victims(sampled, tmp_path / "outer", OUTER) == pinned
     assert _victims(sampled, tmp_path / "outer-j2", OUTER, "-j", "2") == pinned  # in two worker processes
     unpinned = _victims(sampled, tmp_path / "unpinned", OUTER, "--set", "runtime.cpu_kernels=unpinned")

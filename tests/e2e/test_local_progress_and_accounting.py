@@ -21,8 +21,13 @@ SMOKE = ("--config", "smoke", "--set", "runtime.threads=1")
 
 
 def _pipeline(cwd: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
-                            cwd=cwd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"pipeline {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -41,8 +46,13 @@ def test_status_shows_a_running_training_and_accounting_what_finished(tmp_path):
     root = tmp_path / "artifacts"
     _pipeline(tmp_path, root, "run", "sample", *SMOKE)
     long = (*SMOKE, "--set", f"cae.optim.epochs={EPOCHS}", "--set", "seeds=[0]")
-    training = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), "run", "train-cae",
-                                 *long], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    training = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), "run", "train-cae", *long],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         progress = _wait_for(lambda: next(root.glob("train-cae/.work-*/progress.json"), None), 300, "progress file")
         _wait_for(lambda: json.loads(progress.read_text())["epoch"] >= 2, 300, "second epoch")
@@ -59,8 +69,9 @@ def test_status_shows_a_running_training_and_accounting_what_finished(tmp_path):
         training.terminate()
         assert training.wait(timeout=120) != 0  # stopped by us, not finished
     _pipeline(tmp_path, root, "run", "train-cae", *SMOKE, "--set", "seeds=[0]")
-    printed = _pipeline(tmp_path, root, "accounting", *SMOKE, "--set", "seeds=[0]", "--out",
-                        str(tmp_path / "cost.csv")).stdout
+    printed = _pipeline(
+        tmp_path, root, "accounting", *SMOKE, "--set", "seeds=[0]", "--out", str(tmp_path / "cost.csv")
+    ).stdout
     with open(tmp_path / "cost.csv") as handle:
         rows = {row["step"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"sample", "train-cae"}, printed

@@ -19,9 +19,27 @@ FINISHED = re.compile(r"^(\S+\[\S+\]) -> (\S+/\w+) \(\d+\.\d s\)$", re.M)
 
 def _run_all(cwd: Path, jobs: int) -> str:
     cwd.mkdir()
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--artifacts", str(cwd / "artifacts"), "run", "all",
-                             "--config", "smoke", "-j", str(jobs), "--set", "runtime.threads=1"],
-                            cwd=cwd, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "--artifacts",
+            str(cwd / "artifacts"),
+            "run",
+            "all",
+            "--config",
+            "smoke",
+            "-j",
+            str(jobs),
+            "--set",
+            "runtime.threads=1",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, f"-j {jobs}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     return result.stdout
 
@@ -32,7 +50,8 @@ def _digests(root: Path) -> dict[str, str]:
     for manifest in (root / "artifacts").glob("*/*/MANIFEST.json"):
         for name in json.loads(manifest.read_text())["files"]:
             out[f"{manifest.parent.relative_to(root)}/{name}"] = hashlib.sha256(
-                (manifest.parent / name).read_bytes()).hexdigest()
+                (manifest.parent / name).read_bytes()
+            ).hexdigest()
     for path in (root / "results").rglob("*"):
         if path.is_file():
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()

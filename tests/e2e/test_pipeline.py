@@ -16,8 +16,13 @@ pytestmark = pytest.mark.e2e
 
 
 def _pipeline(cwd: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
-                            cwd=cwd, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--artifacts", str(root), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, f"pipeline {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -43,8 +48,11 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_tables_have_every_column_the_identity_row_and_the_mean_as_avg(smoke):
     columns = ["clean", "fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma"]
-    for name in ("table_ii_seen_recovery_accuracy.csv", "table_iii_unseen_recovery_accuracy.csv",
-                 "table_ii_seen_psnr.csv"):
+    for name in (
+        "table_ii_seen_recovery_accuracy.csv",
+        "table_iii_unseen_recovery_accuracy.csv",
+        "table_ii_seen_psnr.csv",
+    ):
         rows = {row["method"]: row for row in _rows(smoke["results"] / name)}
         assert "identity" in rows and "ours" in rows
         assert rows["blur"]["title"] == "Gaussian blur"  # README "Extending": one file adds a row
@@ -96,8 +104,11 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
             curve = _rows(manifest.parent / "history.csv")
             assert len(curve) == 3 and (manifest.parent / "losses.png").stat().st_size > 1000
     manifests = {m: json.loads(m.read_text()) for m in (smoke["root"] / "train-cae").glob("*/MANIFEST.json")}
-    cae = next(m for m, data in manifests.items()  # the curves show the first seed of the main CAE
-               if data["summary"]["seed"] == 0 and data["config"]["row"] == "cae")
+    cae = next(
+        m
+        for m, data in manifests.items()  # the curves show the first seed of the main CAE
+        if data["summary"]["seed"] == 0 and data["config"]["row"] == "cae"
+    )
     summary = json.loads(cae.read_text())["summary"]
     assert summary["final_total"] < summary["first_total"]
     exported = _rows(smoke["results"] / "training_losses.csv")
@@ -109,8 +120,12 @@ def test_training_reduced_the_loss_and_recorded_curves(smoke):
 
 def test_variants_and_seeds_are_rows_with_their_spread_and_a_sanity_table(smoke):
     rows = {row["method"]: row for row in _rows(smoke["results"] / "table_ii_seen_recovery_accuracy.csv")}
-    for variant, setting in (("cae_init", "init=cae"), ("anchor", "anchor_weight=1"), ("adam", "optim.kind=adam"),
-                             ("mean", "loss.reduction=mean")):
+    for variant, setting in (
+        ("cae_init", "init=cae"),
+        ("anchor", "anchor_weight=1"),
+        ("adam", "optim.kind=adam"),
+        ("mean", "loss.reduction=mean"),
+    ):
         row = rows[f"ours+{variant}"]
         assert setting in row["title"] and row["title"].endswith("(not in the paper)") and row["seeds"] == "2"
         assert row["fgsm_seed_sd"] != ""  # two seeds: a spread
@@ -174,7 +189,9 @@ def test_a_step_run_again_gives_the_same_bytes_on_the_same_device_and_threads(sm
         manifests = sorted((root / step).glob("*/MANIFEST.json"))
         before = {m.parent.name: json.loads(m.read_text())["files"] for m in manifests}
         _pipeline(smoke["cwd"], root, "run", step, "--config", "smoke", "--force", step)
-        after = {m.parent.name: json.loads(m.read_text())["files"] for m in sorted((root / step).glob("*/MANIFEST.json"))}
+        after = {
+            m.parent.name: json.loads(m.read_text())["files"] for m in sorted((root / step).glob("*/MANIFEST.json"))
+        }
         assert after == before, step  # every file's sha256, rebuilt from scratch
         runtime = json.loads(manifests[0].read_text())["runtime"]
         assert runtime["device"] == "cpu" and runtime["threads"] == 1  # what the smoke config pins
@@ -206,8 +223,23 @@ def test_bench_measures_each_side_and_each_step_in_its_own_process(smoke, tmp_pa
 
     root = tmp_path / "artifacts"
     shutil.copytree(smoke["root"], root)
-    _pipeline(smoke["cwd"], root, "bench", "--config", "smoke", "--repeat", "1", "--json", str(tmp_path / "b.json"),
-              "--only", "attack/fgsm", "--only", "memory/sample", "--only", "memory/train-cae")
+    _pipeline(
+        smoke["cwd"],
+        root,
+        "bench",
+        "--config",
+        "smoke",
+        "--repeat",
+        "1",
+        "--json",
+        str(tmp_path / "b.json"),
+        "--only",
+        "attack/fgsm",
+        "--only",
+        "memory/sample",
+        "--only",
+        "memory/train-cae",
+    )
     rows = {r["benchmark"]: r for r in json.loads((tmp_path / "b.json").read_text())["results"]}
     assert set(rows) == {"attack/fgsm", "memory/sample", "memory/train-cae"}
     assert rows["attack/fgsm"]["ours"] > 0 and rows["attack/fgsm"]["reference"] > 0
@@ -229,8 +261,12 @@ def test_ablations_sweep_the_configured_grid(smoke, tmp_path):
     assert set(lambdas[0]) == {"lambda", *curves, *(f"{c} sd" for c in curves)}
     depths = _rows(out / "fig5_depths_fgsm.csv") + _rows(out / "fig5_depths_fgsm_anchor.csv")
     assert [r["N_CAE"] for r in depths] == ["2", "3"] * 2 and set(depths[0]) == {"N_CAE", "3", "4", "3 sd", "4 sd"}
-    means = [float(v) for r in lambdas + depths for k, v in r.items() if k not in ("lambda", "N_CAE")
-             and not k.endswith("sd")]
+    means = [
+        float(v)
+        for r in lambdas + depths
+        for k, v in r.items()
+        if k not in ("lambda", "N_CAE") and not k.endswith("sd")
+    ]
     assert all(0 <= v <= 100 for v in means)
     assert all(float(r["3 sd"]) >= 0 for r in depths)  # two seeds per point: a spread
     for figure in ("fig4_lambdas_fgsm.png", "fig5_depths_fgsm.png"):

@@ -22,17 +22,27 @@ def data_config(write_config, jpeg_dir, cifar_dir, class_tree):
     def make(**datasets):
         made.append(datasets)
         plain = {"classes": None, "exclude": []}  # replace what the demo config sets
-        base = {"photos": {"source": "coco", "root": str(jpeg_dir), **plain},
-                "fashion": {"source": "cifar10", "root": str(cifar_dir), **plain},
-                "clipart": {"source": "imagenet_r", "root": str(class_tree), **plain}}
+        base = {
+            "photos": {"source": "coco", "root": str(jpeg_dir), **plain},
+            "fashion": {"source": "cifar10", "root": str(cifar_dir), **plain},
+            "clipart": {"source": "imagenet_r", "root": str(class_tree), **plain},
+        }
         for name, values in datasets.items():
             base[name] = {**base[name], **values}
-        return write_config({"sample": {
-            "datasets": base, "manifest_dir": "manifests",
-            "roles": {"cae_train": {"dataset": "photos", "count": 10},
-                      "aae_train": {"dataset": "fashion", "count": 20, "victim_count": 20},
-                      "test": {"dataset": "clipart", "count": 12, "victim_count": 20}}}},
-            name=f"test{len(made)}")
+        return write_config(
+            {
+                "sample": {
+                    "datasets": base,
+                    "manifest_dir": "manifests",
+                    "roles": {
+                        "cae_train": {"dataset": "photos", "count": 10},
+                        "aae_train": {"dataset": "fashion", "count": 20, "victim_count": 20},
+                        "test": {"dataset": "clipart", "count": 12, "victim_count": 20},
+                    },
+                }
+            },
+            name=f"test{len(made)}",
+        )
 
     return make
 
@@ -56,8 +66,11 @@ def test_sample_writes_real_images_then_skips_then_rekeys(cli, data_config, tmp_
     manifest = json.loads((tmp_path / "manifests" / "clipart.json").read_text())
     assert [len(manifest["splits"][s]) for s in ("test", "test_victim")] == [12, 20]
     assert not {e["id"] for e in manifest["splits"]["test"]} & {e["id"] for e in manifest["splits"]["test_victim"]}
-    (artifact,) = [p.parent for p in _complete(tmp_path / "artifacts") if "clipart" in p.read_text()
-                   and '"task": "clipart"' in p.read_text()]
+    (artifact,) = [
+        p.parent
+        for p in _complete(tmp_path / "artifacts")
+        if "clipart" in p.read_text() and '"task": "clipart"' in p.read_text()
+    ]
     with h5py.File(artifact / "test" / "shard-00000.h5") as shard:
         images, labels, ids = shard["images"][:], shard["labels"][:], shard["ids"].asstr()[:]
     assert images.shape == (12, 3, 16, 16) and images.dtype == np.uint8
@@ -88,9 +101,11 @@ def test_a_given_manifest_pins_the_images_and_checksums(cli, data_config, tmp_pa
 
 def test_bad_dataset_inputs(cli, data_config, tmp_path, jpeg_dir, cifar_dir):
     """Each case on a fresh artifact root: nothing of the failing dataset may be published."""
-    cases = [(data_config(photos={"root": str(tmp_path / "missing")}), ["does not exist", "missing"]),
-             (data_config(photos={"root": str(tmp_path / "empty")}), ["has 0 images", "cae_train 10"]),
-             (data_config(fashion={"classes": ["cat"]}), ["has 6 images, the roles need 40"])]
+    cases = [
+        (data_config(photos={"root": str(tmp_path / "missing")}), ["does not exist", "missing"]),
+        (data_config(photos={"root": str(tmp_path / "empty")}), ["has 0 images", "cae_train 10"]),
+        (data_config(fashion={"classes": ["cat"]}), ["has 6 images, the roles need 40"]),
+    ]
     (tmp_path / "empty").mkdir()
     jpeg = sorted(jpeg_dir.iterdir())
     bad_jpeg = tmp_path / "bad_jpeg"
@@ -115,14 +130,23 @@ def test_manifest_pointing_outside_the_root(cli, data_config, tmp_path):
     evil = tmp_path / "evil.json"
     evil.write_text(json.dumps(manifest))
     before = _complete(tmp_path / "artifacts")
-    _one_line_error(cli("run", "sample", "--config", str(data_config(clipart={"manifest": str(evil)}))),
-                    "'../coco/000000000001.jpg' points outside the dataset root")
+    _one_line_error(
+        cli("run", "sample", "--config", str(data_config(clipart={"manifest": str(evil)}))),
+        "'../coco/000000000001.jpg' points outside the dataset root",
+    )
     assert _complete(tmp_path / "artifacts") == before
 
 
 def test_bad_config_inputs(cli, tmp_path):
-    _one_line_error(cli("run", "sample", "--config", "smoke", "--set", "sample.shard_sise=3"),
-                    "unknown key 'sample.shard_sise'", "shard_size")
-    _one_line_error(cli("run", "sample", "--config", "smoke", "--set", "sample.image_size=big"),
-                    "'sample.image_size'", "'big'", "int")
+    _one_line_error(
+        cli("run", "sample", "--config", "smoke", "--set", "sample.shard_sise=3"),
+        "unknown key 'sample.shard_sise'",
+        "shard_size",
+    )
+    _one_line_error(
+        cli("run", "sample", "--config", "smoke", "--set", "sample.image_size=big"),
+        "'sample.image_size'",
+        "'big'",
+        "int",
+    )
     assert not (tmp_path / "artifacts").exists() or _complete(tmp_path / "artifacts") == []

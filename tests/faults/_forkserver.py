@@ -14,6 +14,7 @@ Set FAULTS_NO_FORKSERVER=1 to run every command as a fresh ``pipeline`` process 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,9 +35,9 @@ def preload() -> None:
     import pipeline.cli  # noqa: F401
     import pipeline.figures  # noqa: F401
     import pipeline.losses  # noqa: F401
+    import pipeline.methods  # noqa: F401
     import pipeline.metrics  # noqa: F401
     import pipeline.models  # noqa: F401
-    import pipeline.methods  # noqa: F401
     import pipeline.tables  # noqa: F401
     import pipeline.training  # noqa: F401
     import pipeline.victims  # noqa: F401
@@ -86,10 +87,8 @@ def child(request: dict) -> None:
             traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:
-                pass
         if request.get("tty"):
             os.close(2)
             drain.close()

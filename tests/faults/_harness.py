@@ -54,8 +54,10 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"{' '.join(map(str, result.args[len(PIPELINE):]))} failed ({result.returncode}):\n" \
-                                   f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, result.args[len(PIPELINE) :]))} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -82,6 +84,7 @@ def sha256(path: Path) -> str:
 
 
 # --- artifact roots -------------------------------------------------------------------------------
+
 
 def manifests(root: Path) -> dict[tuple[str, str], dict]:
     """(step, key) -> manifest of every published artifact under ``root``."""
@@ -123,8 +126,11 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return [f"{'+' if k not in before else '-' if k not in after else '~'} {k}"
-            for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    return [
+        f"{'+' if k not in before else '-' if k not in after else '~'} {k}"
+        for k in sorted(set(before) | set(after))
+        if before.get(k) != after.get(k)
+    ]
 
 
 @dataclass
@@ -181,6 +187,7 @@ def leftovers(root: Path) -> list[str]:
 
 # --- the undisturbed reference run ----------------------------------------------------------------
 
+
 @dataclass
 class Reference:
     cwd: Path
@@ -201,8 +208,11 @@ class Reference:
         return {key for s, key in self.seconds if s == step}
 
     def remaining_seconds(self, root: Path, step: str) -> float:
-        return sum(s for (st, key), s in self.seconds.items()
-                   if st == step and not (root / step / key / "MANIFEST.json").is_file())
+        return sum(
+            s
+            for (st, key), s in self.seconds.items()
+            if st == step and not (root / step / key / "MANIFEST.json").is_file()
+        )
 
     def results_dir(self, cwd: Path) -> Path:
         return cwd / "results" / self.config.stem
@@ -214,11 +224,11 @@ def make_reference(base: Path) -> Reference:
     root = base / "artifacts"
     ok(pipeline(base, root, "run", "all", "--config", str(config)))
     seconds = {k: m["seconds"] for k, m in manifests(root).items()}
-    return Reference(base, config, root, digests(root), seconds,
-                     folder_digests(base / "results" / config.stem))
+    return Reference(base, config, root, digests(root), seconds, folder_digests(base / "results" / config.stem))
 
 
 # --- processes ------------------------------------------------------------------------------------
+
 
 class Proc:
     """A running ``pipeline`` command: a child of the fork server, or a fresh process."""
@@ -227,6 +237,7 @@ class Proc:
         self.args, self.log, self.returncode, self._tty = list(args), log, None, None
         out, err = f"{log}.out", f"{log}.err"
         if _server() is None:
+
             def limit() -> None:
                 # as from a terminal: a test run in the background of a non-interactive shell would
                 # otherwise pass SIGINT on ignored, and Ctrl-C would not reach the command
@@ -242,14 +253,21 @@ class Proc:
                 from tests.faults._forkserver import tty_copier
 
                 self._tty = tty_copier(stderr.fileno())
-            self._popen = subprocess.Popen([*PIPELINE, *self.args], cwd=cwd, env=env(), stdout=open(out, "w"),
-                                           stderr=self._tty.slave if tty else stderr, start_new_session=True,
-                                           preexec_fn=limit)
+            self._popen = subprocess.Popen(
+                [*PIPELINE, *self.args],
+                cwd=cwd,
+                env=env(),
+                stdout=open(out, "w"),
+                stderr=self._tty.slave if tty else stderr,
+                start_new_session=True,
+                preexec_fn=limit,
+            )
             self.pid = self._popen.pid
         else:
             self._popen = None
-            self.pid = _server().call(op="run", args=self.args, cwd=str(cwd), env=env(), out=out, err=err,
-                                      fsize=fsize, tty=tty)["pid"]
+            self.pid = _server().call(
+                op="run", args=self.args, cwd=str(cwd), env=env(), out=out, err=err, fsize=fsize, tty=tty
+            )["pid"]
 
     def wait(self, timeout: float | None = None) -> int:
         """The return code (-N: ended by signal N); raises subprocess.TimeoutExpired."""
@@ -299,16 +317,18 @@ class Proc:
 _LOGS = itertools.count()
 
 
-def spawn(cwd: Path, root: Path, *args: str, log: Path | None = None, fsize: int | None = None,
-          tty: bool = False) -> Proc:
+def spawn(
+    cwd: Path, root: Path, *args: str, log: Path | None = None, fsize: int | None = None, tty: bool = False
+) -> Proc:
     """Start ``pipeline --artifacts ROOT ARGS`` in ``cwd``; output goes to ``log``.out/.err; with
     ``fsize``, under RLIMIT_FSIZE; with ``tty``, stderr is a terminal (so progress bars show)."""
     log = log or cwd / f".pipeline-{next(_LOGS)}"
     return Proc(["--artifacts", str(root), *args], cwd, log, fsize, tty)
 
 
-def pipeline(cwd: Path, root: Path, *args: str, timeout: float = 600, fsize: int | None = None,
-             tty: bool = False) -> subprocess.CompletedProcess:
+def pipeline(
+    cwd: Path, root: Path, *args: str, timeout: float = 600, fsize: int | None = None, tty: bool = False
+) -> subprocess.CompletedProcess:
     """Run ``pipeline --artifacts ROOT ARGS`` in ``cwd`` to its end; never raises on a failing exit."""
     proc = spawn(cwd, root, *args, fsize=fsize, tty=tty)
     proc.finish(timeout)
@@ -332,9 +352,15 @@ class ForkServer:
     """Client of ``_forkserver.py`` (started once per session)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_forkserver.py"))],
-                                     cwd=Path(__file__).resolve().parents[2], env=env(), text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_forkserver.py"))],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env(),
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         ready = json.loads(self.proc.stdout.readline() or "{}")
         if "ready" not in ready:
             raise RuntimeError("the fork server did not start")

@@ -84,10 +84,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for row in rows.values():
         survived = f"{row.survived}/{row.count}" + ("!" if row.failed or row.survived < row.count else "")
         tr.write_line(f"{row.fault:<{width}}{row.count:>6}  {survived:>9}  {row.lost:>9}  {row.note}")
-    total = Record("total", sum(r.count for r in rows.values()), sum(r.survived for r in rows.values()),
-                   sum(r.lost for r in rows.values()))
-    tr.write_line(f"{'total':<{width}}{total.count:>6}  {f'{total.survived}/{total.count}':>9}  "
-                  f"{total.lost:>9}  ('!': not survived or its test failed)")
+    total = Record(
+        "total",
+        sum(r.count for r in rows.values()),
+        sum(r.survived for r in rows.values()),
+        sum(r.lost for r in rows.values()),
+    )
+    tr.write_line(
+        f"{'total':<{width}}{total.count:>6}  {f'{total.survived}/{total.count}':>9}  "
+        f"{total.lost:>9}  ('!': not survived or its test failed)"
+    )
     markdown = os.environ.get("FAULTS_SUMMARY")  # e.g. results/reliability.md, for `pipeline readme`
     if markdown:
         lines = ["| fault | count | survived | data lost | how |", "|---|---|---|---|---|"]

@@ -32,9 +32,13 @@ def test_two_runs_on_one_root_build_each_artifact_once(reference, tmp_path, faul
     found = check(root, before, reference.digests)
     built = BUILT.findall(first.stdout) + BUILT.findall(second.stdout)
     expected = {f"{s}/{k}" for s, k in reference.seconds if s in dropped}
-    fault_log("two `pipeline run all` at once", survived=found.survived and codes == (0, 0), lost=len(found.lost),
-              note=f"{len(BUILT.findall(first.stdout))}+{len(BUILT.findall(second.stdout))} tasks built; "
-                   "per-artifact flock + atomic rename")
+    fault_log(
+        "two `pipeline run all` at once",
+        survived=found.survived and codes == (0, 0),
+        lost=len(found.lost),
+        note=f"{len(BUILT.findall(first.stdout))}+{len(BUILT.findall(second.stdout))} tasks built; "
+        "per-artifact flock + atomic rename",
+    )
     assert codes == (0, 0), (first.stderr[-2000:], second.stderr[-2000:])
     assert found.survived, found
     assert sorted(built) == sorted(expected), "an artifact was built twice, or not at all"
@@ -54,8 +58,12 @@ def test_clean_during_a_run_leaves_its_staging_alone(reference, tmp_path, fault_
             cleans += 1
         time.sleep(0.2)
     found = check(root, before, reference.digests)
-    fault_log("`pipeline clean` during a run", survived=found.survived and run.returncode == 0, lost=len(found.lost),
-              note=f"{cleans} cleans; sweep skips staging dirs whose lock is held")
+    fault_log(
+        "`pipeline clean` during a run",
+        survived=found.survived and run.returncode == 0,
+        lost=len(found.lost),
+        note=f"{cleans} cleans; sweep skips staging dirs whose lock is held",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert cleans >= 3 and found.survived, found
     assert digests(root) == reference.digests

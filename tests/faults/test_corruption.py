@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults._harness import check, digests, folder_digests, leftovers, ok, one_line_error, pipeline, \
-    snapshot
+from tests.faults._harness import check, digests, folder_digests, leftovers, ok, one_line_error, pipeline, snapshot
 
 pytestmark = pytest.mark.faults
 
 
 def _artifact(root: Path, step: str, **config) -> Path:
     """The artifact of ``step`` whose task config has these values."""
-    (found,) = [p.parent for p in (root / step).glob("*/MANIFEST.json")
-                if all(json.loads(p.read_text())["config"].get(k) == v for k, v in config.items())]
+    (found,) = [
+        p.parent
+        for p in (root / step).glob("*/MANIFEST.json")
+        if all(json.loads(p.read_text())["config"].get(k) == v for k, v in config.items())
+    ]
     return found
 
 
@@ -32,8 +34,11 @@ def _recover_and_compare(reference, tmp_path, root, how):
     ok(pipeline(tmp_path, root, "run", "all", "--config", str(reference.config)))
     ok(pipeline(tmp_path, root, "clean"))
     results = reference.results_dir(tmp_path)  # written when tabulate ran again
-    return digests(root) == reference.digests and leftovers(root) == [] and \
-        (not results.exists() or folder_digests(results) == reference.results)
+    return (
+        digests(root) == reference.digests
+        and leftovers(root) == []
+        and (not results.exists() or folder_digests(results) == reference.results)
+    )
 
 
 def _fail_then_verify(reference, tmp_path, root, damaged: Path, *fragments: str):
@@ -60,10 +65,18 @@ def test_corrupted_clean_shard_is_detected_and_rebuilt_by_clean(reference, tmp_p
     raw[len(raw) // 2] ^= 0xFF  # same size: only the sha256 can tell
     shard.write_bytes(bytes(raw))
     found = _fail_then_verify(reference, tmp_path, root, shard, "does not match the sha256 in its manifest")
-    rebuilt = _recover_and_compare(reference, tmp_path, root, lambda: ok(pipeline(
-        tmp_path, root, "clean", "sample", "--config", str(reference.config))))
-    fault_log("corrupted HDF5 shard (sample, 1 byte)", survived=found.survived and rebuilt, lost=len(found.lost),
-              note="attack refused it naming the file; verify named it; clean sample + run rebuilt it")
+    rebuilt = _recover_and_compare(
+        reference,
+        tmp_path,
+        root,
+        lambda: ok(pipeline(tmp_path, root, "clean", "sample", "--config", str(reference.config))),
+    )
+    fault_log(
+        "corrupted HDF5 shard (sample, 1 byte)",
+        survived=found.survived and rebuilt,
+        lost=len(found.lost),
+        note="attack refused it naming the file; verify named it; clean sample + run rebuilt it",
+    )
     assert found.survived and rebuilt, found
 
 
@@ -76,8 +89,12 @@ def test_truncated_adversarial_shard_is_detected_and_rebuilt(reference, tmp_path
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     found = _fail_then_verify(reference, tmp_path, root, shard, "bytes, its manifest says")
     rebuilt = _recover_and_compare(reference, tmp_path, root, lambda: shutil.rmtree(artifact))
-    fault_log("truncated HDF5 shard (attack)", survived=found.survived and rebuilt, lost=len(found.lost),
-              note="train-aae refused it naming the file; removing it + run rebuilt it")
+    fault_log(
+        "truncated HDF5 shard (attack)",
+        survived=found.survived and rebuilt,
+        lost=len(found.lost),
+        note="train-aae refused it naming the file; removing it + run rebuilt it",
+    )
     assert found.survived and rebuilt, found
 
 
@@ -88,8 +105,12 @@ def test_corrupted_manifest_is_detected_and_rebuilt(reference, tmp_path, fault_l
     manifest.write_bytes(manifest.read_bytes()[:100])
     found = _fail_then_verify(reference, tmp_path, root, manifest, "is corrupt")
     rebuilt = _recover_and_compare(reference, tmp_path, root, lambda: shutil.rmtree(artifact))
-    fault_log("corrupted MANIFEST.json (evaluate)", survived=found.survived and rebuilt, lost=len(found.lost),
-              note="tabulate refused it naming the file; removing it + run rebuilt it")
+    fault_log(
+        "corrupted MANIFEST.json (evaluate)",
+        survived=found.survived and rebuilt,
+        lost=len(found.lost),
+        note="tabulate refused it naming the file; removing it + run rebuilt it",
+    )
     assert found.survived and rebuilt, found
 
 
@@ -100,8 +121,9 @@ def test_verify_on_an_intact_root_changes_nothing(reference, tmp_path):
     assert snapshot(root) == before
 
 
-def test_a_manifest_file_entry_without_size_is_one_error_line_naming_it_for_every_command(reference, tmp_path,
-                                                                                          fault_log):
+def test_a_manifest_file_entry_without_size_is_one_error_line_naming_it_for_every_command(
+    reference, tmp_path, fault_log
+):
     """Hand-edited or half-written by another tool: every command that reads the manifest answers with
     one line naming it (``status`` after saying everything else), none with a traceback."""
     root = reference.clone(tmp_path / "artifacts", drop=["tabulate"])
@@ -122,8 +144,12 @@ def test_a_manifest_file_entry_without_size_is_one_error_line_naming_it_for_ever
     one_line_error(tables, said)
     answered = status.returncode == 1 and status.stderr.strip() == f"error: {said}" and "evaluate " in status.stdout
     found = check(root, before, reference.digests, damaged=artifact)
-    fault_log("malformed MANIFEST.json (a file entry without size)", survived=answered and found.survived,
-              lost=len(found.lost), note="run, tables, status and verify each named it in one line; nothing published")
+    fault_log(
+        "malformed MANIFEST.json (a file entry without size)",
+        survived=answered and found.survived,
+        lost=len(found.lost),
+        note="run, tables, status and verify each named it in one line; nothing published",
+    )
     assert answered, (status.stdout[-2000:], status.stderr)
     assert verify.returncode == 1 and f"BAD  {said}" in verify.stdout, verify.stdout
     assert found.survived, found

@@ -30,15 +30,22 @@ def _mount(directory: Path, image: Path) -> str | None:
     """Mount a small file system on ``directory``; returns what was mounted, or None."""
     directory.mkdir()
     force = os.environ.get("FAULTS_DISK")  # tmpfs, loop or rlimit: try only that one (and what follows)
-    tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MIB}m", "tmpfs", str(directory)],
-                           capture_output=True) if force in (None, "tmpfs") else None
+    tmpfs = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={SIZE_MIB}m", "tmpfs", str(directory)], capture_output=True
+        )
+        if force in (None, "tmpfs")
+        else None
+    )
     if tmpfs is not None and tmpfs.returncode == 0:
         return "tmpfs"
     if force == "rlimit":
         return None
     made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image), f"{SIZE_MIB}M"], capture_output=True)
-    if made.returncode == 0 and subprocess.run(["mount", "-o", "loop", str(image), str(directory)],
-                                               capture_output=True).returncode == 0:
+    if (
+        made.returncode == 0
+        and subprocess.run(["mount", "-o", "loop", str(image), str(directory)], capture_output=True).returncode == 0
+    ):
         return "loop ext4"
     return None
 
@@ -60,12 +67,11 @@ def _fill(directory: Path, leave_kib: int) -> Path:
     stat = os.statvfs(directory)
     free = stat.f_bavail * stat.f_frsize
     size = max(0, free - leave_kib * 1024)
-    with open(filler, "wb") as handle:
-        with contextlib.suppress(OSError):
-            while size > 0:
-                chunk = min(size, 1 << 20)
-                handle.write(b"\0" * chunk)
-                size -= chunk
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while size > 0:
+            chunk = min(size, 1 << 20)
+            handle.write(b"\0" * chunk)
+            size -= chunk
     return filler
 
 
@@ -88,12 +94,20 @@ def test_disk_full_during_writes_then_rerun(reference, tmp_path, small_fs, fault
             filler.unlink()
         found = check(root, before, reference.digests)
         lines = result.stderr.strip().splitlines()
-        clear = result.returncode == 0 or (len(lines) == 1 and lines[0].startswith("error: ") and (
-            "full" in lines[0] or "No space left" in lines[0] or "too large" in lines[0]))
+        clear = result.returncode == 0 or (
+            len(lines) == 1
+            and lines[0].startswith("error: ")
+            and ("full" in lines[0] or "No space left" in lines[0] or "too large" in lines[0])
+        )
         staged = [p for p in leftovers(root) if "/.tmp-" in f"/{p}"]
-        fault_log(f"disk full during a write ({kind or 'RLIMIT_FSIZE'})", survived=found.survived and clear and
-                  not staged, lost=len(found.lost), note=f"files limited to {levels} KiB" if kind is None else
-                  f"{SIZE_MIB} MiB, filled to {levels} KiB free before each run")
+        fault_log(
+            f"disk full during a write ({kind or 'RLIMIT_FSIZE'})",
+            survived=found.survived and clear and not staged,
+            lost=len(found.lost),
+            note=f"files limited to {levels} KiB"
+            if kind is None
+            else f"{SIZE_MIB} MiB, filled to {levels} KiB free before each run",
+        )
         assert found.survived, found
         assert clear, result.stderr[-3000:]
         assert staged == [], "a failed task left its staging directory behind"

@@ -39,7 +39,7 @@ def test_sigkill_at_random_points_then_rerun(step, reference, tmp_path, fault_lo
         delay = rng.uniform(0, reference.remaining_seconds(root, step))
         before, staged = digests(root), set((root / step).glob(".tmp-*"))
         proc = spawn(tmp_path, root, "run", step, "--config", config, log=tmp_path / f"round{rounds}")
-        if wait_for(lambda: bool(set((root / step).glob(".tmp-*")) - staged), proc):
+        if wait_for(lambda staged=staged: bool(set((root / step).glob(".tmp-*")) - staged), proc):
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:  # still running after the delay: kill it there
@@ -50,8 +50,12 @@ def test_sigkill_at_random_points_then_rerun(step, reference, tmp_path, fault_lo
         found = check(root, before, reference.digests)
         if killed:
             kills += 1
-            fault_log(f"SIGKILL in {step}", survived=found.survived, lost=len(found.lost),
-                      note="seeded delay after its first staging dir")
+            fault_log(
+                f"SIGKILL in {step}",
+                survived=found.survived,
+                lost=len(found.lost),
+                note="seeded delay after its first staging dir",
+            )
         assert found.survived, (found.lost, found.half_published)
 
     ok(pipeline(tmp_path, root, "run", step, "--config", config))

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults._harness import check, digests, folder_digests, leftovers, manifests, ok, pipeline, spawn, \
-    wait_for
+from tests.faults._harness import check, digests, folder_digests, leftovers, manifests, ok, pipeline, spawn, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -96,13 +95,17 @@ def _stop_mid_training(reference, tmp_path, sig: int, group: bool):
 def _rerun_matches(reference, undisturbed, tmp_path, root) -> bool:
     ok(pipeline(tmp_path, root, *_args(reference)))
     ok(pipeline(tmp_path, root, "clean"))
-    return leftovers(root) == [] and digests(root) == undisturbed["digests"] and \
-        folder_digests(reference.results_dir(tmp_path)) == undisturbed["results"]
+    return (
+        leftovers(root) == []
+        and digests(root) == undisturbed["digests"]
+        and folder_digests(reference.results_dir(tmp_path)) == undisturbed["results"]
+    )
 
 
 @pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["SIGTERM", "ctrl-c"])
-def test_signal_stops_every_worker_and_the_same_command_resumes(sig, group, reference, undisturbed, tmp_path,
-                                                                fault_log):
+def test_signal_stops_every_worker_and_the_same_command_resumes(
+    sig, group, reference, undisturbed, tmp_path, fault_log
+):
     root, before, code, seconds, workers, proc = _stop_mid_training(reference, tmp_path, sig, group)
     # SIGINT: KeyboardInterrupt, click says "Aborted!" (exit 1); SIGTERM ends the runner as it would -j 1
     assert code == (1 if sig == signal.SIGINT else -sig), (code, proc.stderr[-2000:])
@@ -113,8 +116,12 @@ def test_signal_stops_every_worker_and_the_same_command_resumes(sig, group, refe
     assert not list(root.glob("*/.tmp-*")), "the stopped tasks' staging directories are still there"
     assert list((root / "train-aae").glob(".work-*/checkpoint.pt")), "the training checkpoints were not kept"
     resumed = _rerun_matches(reference, undisturbed, tmp_path, root)
-    fault_log(f"{'Ctrl-C' if group else sig.name} during `run -j 2`", survived=found.survived and resumed,
-              lost=len(found.lost), note=f"workers stopped in {seconds:.1f} s; staging removed, checkpoints kept")
+    fault_log(
+        f"{'Ctrl-C' if group else sig.name} during `run -j 2`",
+        survived=found.survived and resumed,
+        lost=len(found.lost),
+        note=f"workers stopped in {seconds:.1f} s; staging removed, checkpoints kept",
+    )
     assert found.survived, (found.lost, found.half_published)
     assert resumed, "the rerun did not end with the undisturbed run's artifacts"
 
@@ -125,8 +132,12 @@ def test_sigkill_of_the_runner_alone_takes_its_workers_along(reference, undistur
     orphans = _alive(workers)
     found = check(root, before, {**reference.digests, **undisturbed["digests"]})
     resumed = _rerun_matches(reference, undisturbed, tmp_path, root)
-    fault_log("SIGKILL of the `run -j 2` process alone", survived=found.survived and resumed and not orphans,
-              lost=len(found.lost), note="workers die with it (PR_SET_PDEATHSIG); rerun + clean")
+    fault_log(
+        "SIGKILL of the `run -j 2` process alone",
+        survived=found.survived and resumed and not orphans,
+        lost=len(found.lost),
+        note="workers die with it (PR_SET_PDEATHSIG); rerun + clean",
+    )
     assert not orphans, "workers outlived a SIGKILLed runner"
     assert found.survived and resumed, (found.lost, found.half_published)
 
@@ -141,25 +152,44 @@ def _reference_threads(reference) -> int:
 def test_a_failing_task_stops_only_the_tasks_that_need_it(reference, tmp_path, fault_log):
     dropped = ["attack", *DROPPED]
     root = reference.clone(tmp_path / "artifacts", drop=dropped)
-    (sample,) = [p.parent for p in root.glob("sample/*/MANIFEST.json")
-                 if json.loads(p.read_text())["config"].get("dataset") == "clipart"]
+    (sample,) = [
+        p.parent
+        for p in root.glob("sample/*/MANIFEST.json")
+        if json.loads(p.read_text())["config"].get("dataset") == "clipart"
+    ]
     shard = sample / "test" / "shard-00000.h5"
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
     before = digests(root)
-    result = pipeline(tmp_path, root, "run", "all", "--config", str(reference.config), "-j", "2",
-                      "--set", f"runtime.threads={_reference_threads(reference)}")
+    result = pipeline(
+        tmp_path,
+        root,
+        "run",
+        "all",
+        "--config",
+        str(reference.config),
+        "-j",
+        "2",
+        "--set",
+        f"runtime.threads={_reference_threads(reference)}",
+    )
     found = check(root, before, reference.digests, damaged=sample)
     built = manifests(reference.root)
-    readers = {f"{s}[{m['task']}]" for (s, _), m in built.items() if s in dropped and
-               {"step": "sample", "key": sample.name} in m["inputs"].values()}
+    readers = {
+        f"{s}[{m['task']}]"
+        for (s, _), m in built.items()
+        if s in dropped and {"step": "sample", "key": sample.name} in m["inputs"].values()
+    }
     attacks = {label for label in readers if label.startswith("attack[")}
     errors = re.findall(r"^error: (\S+): (.*) \(log: (\S+)\)$", result.stderr, re.M)
     independent = {(s, k) for (s, k), m in built.items() if s == "train-aae" or m["config"].get("role") == "aae_train"}
-    fault_log("a failing task under `run -j 2` (corrupt test shard)", lost=len(found.lost),
-              survived=found.survived and result.returncode == 1,
-              note=f"{len(errors)} error lines with logs; independent tasks finished")
+    fault_log(
+        "a failing task under `run -j 2` (corrupt test shard)",
+        lost=len(found.lost),
+        survived=found.survived and result.returncode == 1,
+        note=f"{len(errors)} error lines with logs; independent tasks finished",
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     failed = [label for label, _, _ in errors]  # the readers that need no failed task: attacks, evaluations
     assert attacks <= set(failed) <= readers and len(set(failed)) == len(failed), result.stderr[-3000:]

@@ -39,8 +39,9 @@ def slurm_cluster() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="tc", dir="/tmp"))
     saved = {name: os.environ.get(name) for name in ("SLURM_CONF", COMMIT_VARIABLE)}
     try:
-        started = subprocess.run([str(TESTCLUSTER), "start", str(directory)], capture_output=True, text=True,
-                                 timeout=300)
+        started = subprocess.run(
+            [str(TESTCLUSTER), "start", str(directory)], capture_output=True, text=True, timeout=300
+        )
         if started.returncode != 0:
             pytest.fail(f"slurm/testcluster.sh start failed:\n{started.stderr}")
         os.environ["SLURM_CONF"] = str(directory / "slurm.conf")
@@ -64,8 +65,9 @@ def cluster_command(command: str, directory: Path) -> None:
 
 def pipeline(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``pipeline ARGS`` in a subprocess (the environment carries SLURM_CONF)."""
-    return subprocess.run([*PIPELINE, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env=env or os.environ.copy())
+    return subprocess.run(
+        [*PIPELINE, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env or os.environ.copy()
+    )
 
 
 def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -75,16 +77,21 @@ def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 def sacct(job_ids: Sequence[str]) -> dict[str, str]:
     """State of every job and array task of these jobs, by ``<job>`` or ``<job>_<index>``."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {line.split("|")[0]: line.split("|")[1].split(" ")[0] for line in out.splitlines()}
 
 
 def in_queue(job_ids: Sequence[str], reasons: bool = False) -> dict[str, str]:
     """``squeue``'s state (with ``reasons``: ``STATE|reason``) of the jobs and array tasks of these
     jobs that are still in the queue."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(job_ids)], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(job_ids)], capture_output=True, text=True
+    ).stdout
     rows = [line.split("|", 1) for line in out.splitlines()]
     return {job: rest if reasons else rest.split("|")[0] for job, rest in rows}
 

@@ -30,8 +30,7 @@ from pipeline.dag import build_plan
 from pipeline.runners import slurm
 from pipeline.store import Store
 from tests.faults._harness import digests, folder_digests
-from tests.slurm.conftest import (checked, cluster_command, in_queue, pipeline, sacct, wait_for_empty_queue,
-                                  wait_until)
+from tests.slurm.conftest import checked, cluster_command, in_queue, pipeline, sacct, wait_for_empty_queue, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -43,7 +42,8 @@ NARROW = {
     "victim": {"aae_train": {"epochs": 2}, "test": {"epochs": 2}, "noise_seeds": []},
     "attack": {"names": ["fgsm"]},
     "seeds": [0],
-    "aae": {"variants": {}}, "cae": {"variants": {}},
+    "aae": {"variants": {}},
+    "cae": {"variants": {}},
     "ablation": {"variants": []},
     "evaluate": {"methods": ["identity", "ours", "plain_ae"]},
     "tables": {"bootstrap": 10},
@@ -52,8 +52,14 @@ NARROW = {
 # Slurm sends the time-out signal up to a minute earlier than asked (its event loop's grain): with
 # --time=2 and --signal=USR2@85 it came 15-30 s into each run here, so a 45 s training is
 # interrupted at least once, and never before submitit's handler is in place.
-PROFILE = {"cpus_per_task": 1, "mem": "2G", "time": "15", "array_throttle": 2,
-           "cpu": {"partition": "debug"}, "gpu": {"partition": "gpu", "gres": "gpu:0"}}
+PROFILE = {
+    "cpus_per_task": 1,
+    "mem": "2G",
+    "time": "15",
+    "array_throttle": 2,
+    "cpu": {"partition": "debug"},
+    "gpu": {"partition": "gpu", "gres": "gpu:0"},
+}
 # On a loaded machine a run gets little done between its start and the signal: 6-7 requeues were seen,
 # and more than 10 once; the budget is not what this scenario tests.
 TIMEOUT = {"steps": {"train-aae": {"time": "2", "signal_delay_s": 85, "max_num_timeout": 30}}}
@@ -115,8 +121,19 @@ def _profile(path: Path, *extra: dict) -> Path:
 
 
 def _submit(cwd: Path, root: Path, config: Path, profile: Path, *targets: str) -> tuple[str, dict]:
-    result = checked(pipeline("--artifacts", str(root), "submit", *(targets or ("all",)), "--config", str(config),
-                              "--profile", str(profile), cwd=cwd))
+    result = checked(
+        pipeline(
+            "--artifacts",
+            str(root),
+            "submit",
+            *(targets or ("all",)),
+            "--config",
+            str(config),
+            "--profile",
+            str(profile),
+            cwd=cwd,
+        )
+    )
     (record,) = sorted((root / slurm.RECORDS).glob("*.json"))[-1:]
     return result.stdout, json.loads(record.read_text())
 
@@ -136,8 +153,12 @@ def _jobs(*records: dict) -> list[str]:
 
 def _history(job_ids: list[str]) -> list[str]:
     """Every state each of these jobs went through, requeued instances included (``sacct -D``)."""
-    out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line.split("|")[1].split(" ")[0] for line in out.splitlines()]
 
 
@@ -199,10 +220,12 @@ def test_a_timed_out_array_training_is_requeued_and_resumes(reference, tmp_path,
     assert pending <= {"evaluate", "tabulate"}, pending
     if pending:
         wait_for_empty_queue(_jobs(_submit(tmp_path, root, reference.config, tmp_path / "p.yaml")[1]), seconds=300)
-    fault_log("Slurm: time limit reached by an array training task", survived=resumed and min(restarts) >= 1,
-              note=f"--time=2 min, USR2 85 s before: requeued {'/'.join(map(str, restarts))} times, resumed "
-                   f"from the checkpoint each time" + ("; a dependant cancelled by Slurm, submitted again" if pending
-                                                      else ""))
+    fault_log(
+        "Slurm: time limit reached by an array training task",
+        survived=resumed and min(restarts) >= 1,
+        note=f"--time=2 min, USR2 85 s before: requeued {'/'.join(map(str, restarts))} times, resumed "
+        f"from the checkpoint each time" + ("; a dependant cancelled by Slurm, submitted again" if pending else ""),
+    )
     assert min(restarts) >= 1 and all("this job is timed-out" in log and "Requeued job" in log for log in logs)
     assert resumed, seen  # epochs done never went down: each rerun continued from the checkpoint
     reference.check(tmp_path, root)
@@ -211,8 +234,12 @@ def test_a_timed_out_array_training_is_requeued_and_resumes(reference, tmp_path,
 def test_a_training_that_times_out_more_often_than_its_budget_fails_clearly(reference, tmp_path, fault_log):
     """max_num_timeout: 1, a training that needs far more: requeued once, then it fails, and
     ``status`` says why; its dependant is cancelled by Slurm and ``status`` names it."""
-    config = _config(tmp_path / "endless.yaml", reference.epochs * 100, reference.cwd / "manifests",
-                     checkpoint_every=max(1, reference.epochs // 40))
+    config = _config(
+        tmp_path / "endless.yaml",
+        reference.epochs * 100,
+        reference.cwd / "manifests",
+        checkpoint_every=max(1, reference.epochs // 40),
+    )
     root = reference.clone(tmp_path)
     budget = {"steps": {"train-aae": {**TIMEOUT["steps"]["train-aae"], "max_num_timeout": 1}}}
     _, record = _submit(tmp_path, root, config, _profile(tmp_path / "p.yaml", budget), "evaluate[ours/fgsm/fgsm]")
@@ -223,13 +250,20 @@ def test_a_training_that_times_out_more_often_than_its_budget_fails_clearly(refe
     checkpoint = root / "train-aae" / f".work-{_keys(reference, config)['ours/fgsm']}" / "checkpoint.pt"
     clear = f"(job {training}, log " in line and line.endswith(
         "hit its time limit more often than the profile's max_num_timeout allows: "
-        "raise time or max_num_timeout, then submit again")
-    fault_log("Slurm: requeue budget spent (max_num_timeout)", survived=clear and checkpoint.is_file(),
-              note="requeued once, then FAILED; status says to raise time or max_num_timeout; checkpoint kept")
+        "raise time or max_num_timeout, then submit again"
+    )
+    fault_log(
+        "Slurm: requeue budget spent (max_num_timeout)",
+        survived=clear and checkpoint.is_file(),
+        note="requeued once, then FAILED; status says to raise time or max_num_timeout; checkpoint kept",
+    )
     assert sacct([training]) == {training: "FAILED"} and len(_history([training])) == 2  # requeued once
     assert clear, status
-    assert re.search(r"  job \d+ \(ours/fgsm/fgsm\) was cancelled by Slurm: its dependency could never be "
-                     r"satisfied: train-aae\[ours/fgsm\] failed", status), status
+    assert re.search(
+        r"  job \d+ \(ours/fgsm/fgsm\) was cancelled by Slurm: its dependency could never be "
+        r"satisfied: train-aae\[ours/fgsm\] failed",
+        status,
+    ), status
     assert checkpoint.is_file() and not list(root.glob("train-aae/*/MANIFEST.json"))
 
 
@@ -272,13 +306,21 @@ def chain(reference, slurm_cluster, tmp_path_factory) -> Iterator[Chain]:
         first, second = _ids(run.records[0], "train-aae")
         # early, so that its sibling still runs when the run is submitted again and the resubmitted one
         # still runs when slurmd dies, however loaded the machine
-        wait_until(lambda: _running([first, second]) and watch.latest(keys["ours/fgsm"]) >= reference.epochs // 10,
-                   300, "both trainings to run, ours/fgsm past a tenth of its epochs")
-        run.queue["in flight"], run.status["in flight"] = in_queue(_jobs(run.records[0])), \
-            _status(cwd, run.root, reference.config)
+        wait_until(
+            lambda: _running([first, second]) and watch.latest(keys["ours/fgsm"]) >= reference.epochs // 10,
+            300,
+            "both trainings to run, ours/fgsm past a tenth of its epochs",
+        )
+        run.queue["in flight"], run.status["in flight"] = (
+            in_queue(_jobs(run.records[0])),
+            _status(cwd, run.root, reference.config),
+        )
         subprocess.run(["scancel", first], check=True)
-        wait_until(lambda: sacct([first]).get(first) == "CANCELLED" and first not in in_queue([first]), 60,
-                   "the cancelled task to end and its process to go")
+        wait_until(
+            lambda: sacct([first]).get(first) == "CANCELLED" and first not in in_queue([first]),
+            60,
+            "the cancelled task to end and its process to go",
+        )
         run.status["cancelled"] = _status(cwd, run.root, reference.config)
         run.resumed_from = watch.latest(keys["ours/fgsm"])  # nothing writes the checkpoint now
         output, record = _submit(cwd, run.root, reference.config, profile)
@@ -288,8 +330,11 @@ def chain(reference, slurm_cluster, tmp_path_factory) -> Iterator[Chain]:
         resubmitted = _ids(record, "train-aae")
         assert len(resubmitted) == 1, f"{output}\n{json.dumps(record, indent=1)}\n{run.status['cancelled']}"
         (again,) = resubmitted
-        wait_until(lambda: _running([again]) and watch.latest(keys["ours/fgsm"]) > run.resumed_from, 300,
-                   "the resubmitted training to resume")
+        wait_until(
+            lambda: _running([again]) and watch.latest(keys["ours/fgsm"]) > run.resumed_from,
+            300,
+            "the resubmitted training to resume",
+        )
         cluster_command("kill-slurmd", slurm_cluster)
         try:
             run.node_down = bool(wait_until(_node_down, 90, "slurmctld to mark the node down"))
@@ -319,9 +364,13 @@ def test_status_of_a_run_in_flight_comes_from_slurm(chain, fault_log):
     record = chain.records[0]
     trainings, evaluate, tabulate = (_ids(record, step) for step in ("train-aae", "evaluate", "tabulate"))
     ok = [queue.get(i) for i in trainings] == ["RUNNING"] * 2 and {queue.get(i) for i in evaluate + tabulate} == {
-        "PENDING"}
-    fault_log("Slurm: status read while the run is in flight", survived=ok, note="running and pending as squeue/sacct "
-              "report them, none from artifacts")
+        "PENDING"
+    }
+    fault_log(
+        "Slurm: status read while the run is in flight",
+        survived=ok,
+        note="running and pending as squeue/sacct report them, none from artifacts",
+    )
     assert ok, queue
     assert "train-aae      0/2 done, 2 running" in status
     assert "evaluate       0/6 done, 6 pending" in status and "tabulate       0/1 done, 1 pending" in status
@@ -332,16 +381,23 @@ def test_a_cancelled_array_task_is_resubmitted_without_cancelling_the_run(chain,
     first, second = _ids(chain.records[0], "train-aae")
     stale = _ids(chain.records[0], "evaluate") + _ids(chain.records[0], "tabulate")
     cancelled, output = chain.status["cancelled"], chain.outputs[0]
-    fault_log("Slurm: array task cancelled mid-run, `submit` again without `cancel`",
-              survived="cancelled 2 queued jobs (7 tasks) that could never run" in output,
-              note="the 2 jobs waiting on it cancelled and replaced, the running sibling left alone; "
-                   "resumed from its checkpoint")
+    fault_log(
+        "Slurm: array task cancelled mid-run, `submit` again without `cancel`",
+        survived="cancelled 2 queued jobs (7 tasks) that could never run" in output,
+        note="the 2 jobs waiting on it cancelled and replaced, the running sibling left alone; "
+        "resumed from its checkpoint",
+    )
     assert "train-aae      0/2 done, 1 cancelled, 1 running" in cancelled
     assert f"  ours/fgsm: cancelled (job {first}, log " in cancelled
-    assert re.search(rf"  job {stale[0]} \(6 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
-                     rf"train-aae\[ours/fgsm\] cancelled; `pipeline submit` cancels it", cancelled), cancelled
-    assert f"cancelled 2 queued jobs (7 tasks) that could never run (an upstream task failed, was cancelled or is " \
-           f"submitted again): {' '.join(sorted(stale))}" in output
+    assert re.search(
+        rf"  job {stale[0]} \(6 tasks \*/\*/\*\) waits on a dependency that can never be satisfied: "
+        rf"train-aae\[ours/fgsm\] cancelled; `pipeline submit` cancels it",
+        cancelled,
+    ), cancelled
+    assert (
+        f"cancelled 2 queued jobs (7 tasks) that could never run (an upstream task failed, was cancelled or is "
+        f"submitted again): {' '.join(sorted(stale))}" in output
+    )
     assert "already queued by an earlier submission: 1 task in 1 job" in output  # the running plain_ae training
     resubmitted = chain.records[1]
     assert [j["label"] for j in resubmitted["jobs"]] == ["train-aae[ours/fgsm]", "evaluate[*/*/*]", "tabulate[tables]"]
@@ -360,14 +416,25 @@ def test_slurmd_killed_mid_task_then_the_run_completes(chain, reference, fault_l
     step daemon survives slurmd, which is back before slurmctld ends the job: seen once under load)."""
     again = _ids(chain.records[1], "train-aae")[0]
     requeued = bool({"NODE_FAIL", "REQUEUED"} & set(chain.history))
-    failed_clearly = f"  ours/fgsm: failed (job {again}, log " in chain.status["after the outage"] \
-        and len(chain.records) == 3
+    failed_clearly = (
+        f"  ours/fgsm: failed (job {again}, log " in chain.status["after the outage"] and len(chain.records) == 3
+    )
     outlived = chain.history[-1] == "COMPLETED" and len(chain.records) == 2
-    how = "requeued and resumed" if requeued else "failed, named by status, submitted again" if failed_clearly \
+    how = (
+        "requeued and resumed"
+        if requeued
+        else "failed, named by status, submitted again"
+        if failed_clearly
         else "outlived the outage"
-    fault_log("Slurm: slurmd killed mid-task", survived=chain.node_down and (requeued or failed_clearly or outlived),
-              note=f"node down after SlurmdTimeout=10 s; the running training {how}; run completed")
-    assert chain.node_down and (requeued or failed_clearly or outlived), (chain.history,
-                                                                          chain.status["after the outage"])
+    )
+    fault_log(
+        "Slurm: slurmd killed mid-task",
+        survived=chain.node_down and (requeued or failed_clearly or outlived),
+        note=f"node down after SlurmdTimeout=10 s; the running training {how}; run completed",
+    )
+    assert chain.node_down and (requeued or failed_clearly or outlived), (
+        chain.history,
+        chain.status["after the outage"],
+    )
     assert all(counts == sorted(counts) for counts in chain.checkpoints.values()), chain.checkpoints
     reference.check(chain.cwd, chain.root)

@@ -26,8 +26,20 @@ def _victims(root: Path) -> dict[str, tuple[dict, dict]]:
 
 
 def _submit_and_wait(root: Path, cwd: Path, profile: Path, *overrides: str) -> None:
-    checked(pipeline("--artifacts", str(root), "submit", "train-victim", "--config", "smoke", *overrides,
-                     "--profile", str(profile), cwd=cwd))
+    checked(
+        pipeline(
+            "--artifacts",
+            str(root),
+            "submit",
+            "train-victim",
+            "--config",
+            "smoke",
+            *overrides,
+            "--profile",
+            str(profile),
+            cwd=cwd,
+        )
+    )
     (path,) = (root / slurm.RECORDS).glob("*.json")
     jobs = json.loads(path.read_text())["jobs"]
     states = wait_for_jobs([job["job_id"] for job in jobs], len({t["job_id"] for j in jobs for t in j["tasks"]}), 600)
@@ -46,7 +58,8 @@ def test_a_slurm_job_whose_environment_asks_for_other_kernels_trains_the_pinned_
     local, pinned, unpinned = (_victims(tmp_path / name) for name in ("local", "slurm", "slurm-unpinned"))
     assert sorted(local) == ["aae_train", "test", "test/v1"] and pinned == local  # smoke: victim.noise_seeds [1]
     assert {(cpu["capability"], cpu["pinned"], cpu["mkl_branch"]) for _, cpu in pinned.values()} == {
-        ("AVX2", "avx2", "COMPATIBLE")}
+        ("AVX2", "avx2", "COMPATIBLE")
+    }
     for task, (files, cpu) in unpinned.items():  # the job's environment did ask for the baseline kernels
         assert (cpu["capability"], cpu["pinned"], cpu["mkl_branch"]) == ("DEFAULT", None, "AUTO")
         assert files["victim.pt"] != local[task][0]["victim.pt"]

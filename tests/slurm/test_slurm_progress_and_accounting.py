@@ -21,14 +21,18 @@ SMOKE = ("--config", "smoke", "--set", "seeds=[0]", "--set", "runtime.threads=1"
 
 def _jobs(root: Path) -> dict[str, str]:
     """Slurm job id by step, from the submission records."""
-    return {job["step"]: job["job_id"] for path in sorted((root / ".submissions").glob("*.json"))
-            for job in json.loads(path.read_text())["jobs"]}
+    return {
+        job["step"]: job["job_id"]
+        for path in sorted((root / ".submissions").glob("*.json"))
+        for job in json.loads(path.read_text())["jobs"]
+    }
 
 
 def test_status_follows_a_slurm_training_and_accounting_reads_sacct(slurm_cluster, tmp_path):
     root = tmp_path / "artifacts"
-    checked(pipeline("--artifacts", str(root), "submit", "train-cae", *SMOKE, "--profile", str(LOCAL_PROFILE),
-                     cwd=tmp_path))
+    checked(
+        pipeline("--artifacts", str(root), "submit", "train-cae", *SMOKE, "--profile", str(LOCAL_PROFILE), cwd=tmp_path)
+    )
 
     def training_line() -> str | None:
         status = checked(pipeline("--artifacts", str(root), "status", *SMOKE, cwd=tmp_path)).stdout
@@ -40,8 +44,9 @@ def test_status_follows_a_slurm_training_and_accounting_reads_sacct(slurm_cluste
     subprocess.run(["scontrol", "requeue", jobs["train-cae"]], check=True)  # it resumes from its checkpoint
     wait_for_empty_queue(list(jobs.values()), 600)
 
-    printed = checked(pipeline("--artifacts", str(root), "accounting", *SMOKE, "--out", str(tmp_path / "cost.csv"),
-                               cwd=tmp_path)).stdout
+    printed = checked(
+        pipeline("--artifacts", str(root), "accounting", *SMOKE, "--out", str(tmp_path / "cost.csv"), cwd=tmp_path)
+    ).stdout
     with open(tmp_path / "cost.csv") as handle:
         rows = {row["step"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"sample", "train-cae"}, printed

@@ -17,8 +17,9 @@ import yaml
 from pipeline.config import load_config
 from pipeline.dag import build_plan
 from pipeline.execute import COMMIT_VARIABLE
-from pipeline.runners import slurm, slurm_job
-from pipeline.runners.profile import load_profile
+from pipeline.runners import slurm
+from pipeline.runners.slurm import job as slurm_job
+from pipeline.runners.slurm.profile import load_profile
 from pipeline.store import Store
 from tests.slurm.conftest import LOCAL_PROFILE, REPO, checked, in_queue, pipeline, sacct, wait_for_jobs, wait_until
 from tests.slurm.trivial import TrivialRunner
@@ -27,8 +28,16 @@ pytestmark = pytest.mark.slurm
 
 TARGETS = ("all",)
 # The whole smoke pipeline with two attacks and three methods (32 tasks), so that it fits a 2-core node.
-OVERRIDES = ("attack.names=[fgsm, pgd]", "evaluate.methods=[ours, identity, plain_ae]", "seeds=[0]", "aae.variants={}",
-             "cae.variants={}", "victim.noise_seeds=[]", "ablation.variants=[]", "runtime.threads=1")
+OVERRIDES = (
+    "attack.names=[fgsm, pgd]",
+    "evaluate.methods=[ours, identity, plain_ae]",
+    "seeds=[0]",
+    "aae.variants={}",
+    "cae.variants={}",
+    "victim.noise_seeds=[]",
+    "ablation.variants=[]",
+    "runtime.threads=1",
+)
 SMOKE = ("--config", "smoke", *(arg for value in OVERRIDES for arg in ("--set", value)))
 
 
@@ -60,20 +69,31 @@ def smoke_run(slurm_cluster, tmp_path_factory):
     local_cwd = work / "local-cwd"
     local_cwd.mkdir()
     started = time.monotonic()
-    submitted = checked(pipeline("--artifacts", str(work / "slurm"), "submit", *TARGETS, *SMOKE,
-                                 "--profile", str(LOCAL_PROFILE), cwd=work))
+    submitted = checked(
+        pipeline(
+            "--artifacts", str(work / "slurm"), "submit", *TARGETS, *SMOKE, "--profile", str(LOCAL_PROFILE), cwd=work
+        )
+    )
     record = _record(work / "slurm")
     jobs = {job["label"]: job for job in record["jobs"]}
-    scontrol = subprocess.run(["scontrol", "show", "job", jobs["sample[*]"]["job_id"]], capture_output=True,
-                              text=True).stdout
+    scontrol = subprocess.run(
+        ["scontrol", "show", "job", jobs["sample[*]"]["job_id"]], capture_output=True, text=True
+    ).stdout
     local_started = time.monotonic()
     checked(pipeline("--artifacts", str(work / "local"), "run", *TARGETS, *SMOKE, cwd=local_cwd))
     local_seconds = time.monotonic() - local_started
     elements = len({task["job_id"] for job in record["jobs"] for task in job["tasks"]})
     states = wait_for_jobs([job["job_id"] for job in record["jobs"]], elements, seconds=1200)
     print(f"\nslurm: {time.monotonic() - started:.0f} s (alongside the local run); local run: {local_seconds:.0f} s")
-    return {"work": work, "local_cwd": local_cwd, "submitted": submitted, "record": record, "jobs": jobs,
-            "scontrol": scontrol, "states": states}
+    return {
+        "work": work,
+        "local_cwd": local_cwd,
+        "submitted": submitted,
+        "record": record,
+        "jobs": jobs,
+        "scontrol": scontrol,
+        "states": states,
+    }
 
 
 def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
@@ -84,18 +104,26 @@ def test_submit_builds_the_same_artifacts_as_a_local_run(smoke_run):
     slurm_files, local_files = _files(work / "slurm"), _files(work / "local")
     plan = build_plan(load_config("smoke", OVERRIDES), Store(work / "local"), TARGETS)
     assert slurm_files == local_files and len(local_files) == len(plan.tasks) == 32
-    slurm_tables, local_tables = (sorted((folder / "results" / "smoke").iterdir())
-                                  for folder in (work, smoke_run["local_cwd"]))
+    slurm_tables, local_tables = (
+        sorted((folder / "results" / "smoke").iterdir()) for folder in (work, smoke_run["local_cwd"])
+    )
     assert [p.name for p in slurm_tables] == [p.name for p in local_tables] and len(slurm_tables) >= 30
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(slurm_tables, local_tables))
-    for (step, key) in slurm_files:
+    for step, key in slurm_files:
         manifest = json.loads((work / "slurm" / step / key / "MANIFEST.json").read_text())
         assert manifest["slurm"]["job_id"] and manifest["code"]["git_commit"] == (os.environ[COMMIT_VARIABLE] or None)
     # Small tasks share jobs (local.yaml packs attack and train-aae too); each job waits on exactly
     # the upstream elements its tasks read.
     assert {label: len({t["job_id"] for t in job["tasks"]}) for label, job in jobs.items()} == {
-        "sample[*]": 3, "train-victim[aae_train]": 1, "train-victim[test]": 1, "attack[*/*/*]": 1,
-        "train-cae[main]": 1, "train-aae[*/*]": 1, "evaluate[*/*/*]": 1, "tabulate[tables]": 1}
+        "sample[*]": 3,
+        "train-victim[aae_train]": 1,
+        "train-victim[test]": 1,
+        "attack[*/*/*]": 1,
+        "train-cae[main]": 1,
+        "train-aae[*/*]": 1,
+        "evaluate[*/*/*]": 1,
+        "tabulate[tables]": 1,
+    }
     for job in record["jobs"]:
         actual = set(job["dependency"].removeprefix("afterok:").split(":")) if job["dependency"] else set()
         assert actual == _expected_dependency(record, job, plan), job["label"]
@@ -118,8 +146,11 @@ def test_status_of_a_finished_run_is_done(smoke_run):
 
 def test_submitting_again_submits_nothing(smoke_run):
     work = smoke_run["work"]
-    again = checked(pipeline("--artifacts", str(work / "slurm"), "submit", *TARGETS, *SMOKE,
-                             "--profile", str(LOCAL_PROFILE), cwd=work))
+    again = checked(
+        pipeline(
+            "--artifacts", str(work / "slurm"), "submit", *TARGETS, *SMOKE, "--profile", str(LOCAL_PROFILE), cwd=work
+        )
+    )
     assert "nothing to submit" in again.stdout
     assert len(list((work / "slurm" / slurm.RECORDS).glob("*.json"))) == 1
 
@@ -127,24 +158,44 @@ def test_submitting_again_submits_nothing(smoke_run):
 def test_a_failed_task_stops_its_dependants_and_cancel_cleans_up(slurm_cluster, tmp_path):
     missing = f"sample.datasets.fashion.root={tmp_path / 'missing'}"
     root = tmp_path / "artifacts"
-    checked(pipeline("--artifacts", str(root), "submit", "train-victim", "--config", "smoke", "--set", missing,
-                     "--profile", str(LOCAL_PROFILE), cwd=tmp_path))
+    checked(
+        pipeline(
+            "--artifacts",
+            str(root),
+            "submit",
+            "train-victim",
+            "--config",
+            "smoke",
+            "--set",
+            missing,
+            "--profile",
+            str(LOCAL_PROFILE),
+            cwd=tmp_path,
+        )
+    )
     config = load_config("smoke", [missing])
     plan = build_plan(config, Store(root), ["train-victim"])
     keys = {(p.task.step, p.task.id): (p.task.step, p.key) for p in plan.tasks}
     victim = keys[("train-victim", "aae_train")]
     # --kill-on-invalid-dep (the runner's default): Slurm cancels the dependant itself
-    states = wait_until(lambda: (s := slurm.slurm_states(root, plan))[victim].state == slurm.NEVER and s, 90,
-                        "train-victim[aae_train] to be cancelled by Slurm")
+    states = wait_until(
+        lambda: (s := slurm.slurm_states(root, plan))[victim].state == slurm.NEVER and s,
+        90,
+        "train-victim[aae_train] to be cancelled by Slurm",
+    )
     failed = states[keys[("sample", "fashion")]]
     assert failed.state == slurm.FAILED and failed.job_id.count("_") == 1
     assert "missing does not exist" in failed.log_tail and failed.log_path.exists()
     assert not states[victim].queued
-    status = checked(pipeline("--artifacts", str(root), "status", "--config", "smoke", "--set", missing,
-                              cwd=tmp_path)).stdout
+    status = checked(
+        pipeline("--artifacts", str(root), "status", "--config", "smoke", "--set", missing, cwd=tmp_path)
+    ).stdout
     assert f"  fashion: failed (job {failed.job_id}, log {failed.log_path})" in status
-    assert re.search(r"  job \d+ \(aae_train\) was cancelled by Slurm: its dependency could never be satisfied: "
-                     r"sample\[fashion\] failed; `pipeline submit` submits its tasks again", status), status
+    assert re.search(
+        r"  job \d+ \(aae_train\) was cancelled by Slurm: its dependency could never be satisfied: "
+        r"sample\[fashion\] failed; `pipeline submit` submits its tasks again",
+        status,
+    ), status
     record = _record(root)
     cancelled = checked(pipeline("--artifacts", str(root), "cancel", record["run_id"], cwd=tmp_path))
     assert f"cancelled run {record['run_id']}: {len(record['jobs'])} jobs" in cancelled.stdout
@@ -153,13 +204,24 @@ def test_a_failed_task_stops_its_dependants_and_cancel_cleans_up(slurm_cluster, 
 
 
 def test_a_profile_asking_for_what_the_cluster_lacks_fails_before_submitting(slurm_cluster, tmp_path):
-    for yaml_text, fragment in (("gpu: {partition: gpu, gres: 'gpu:v100:2'}", "'gpu.gres'"),
-                                ("gpu: {partition: gpu, gres: 'gpu:a100:1'}", "'gpu.gres'"),
-                                ("cpu: {partition: nosuch}", "'cpu.partition'")):
+    for yaml_text, fragment in (
+        ("gpu: {partition: gpu, gres: 'gpu:v100:2'}", "'gpu.gres'"),
+        ("gpu: {partition: gpu, gres: 'gpu:a100:1'}", "'gpu.gres'"),
+        ("cpu: {partition: nosuch}", "'cpu.partition'"),
+    ):
         profile = tmp_path / "profile.yaml"
         profile.write_text(yaml_text)
-        result = pipeline("--artifacts", str(tmp_path / "a"), "submit", "train-victim", "--config", "smoke",
-                          "--profile", str(profile), cwd=tmp_path)
+        result = pipeline(
+            "--artifacts",
+            str(tmp_path / "a"),
+            "submit",
+            "train-victim",
+            "--config",
+            "smoke",
+            "--profile",
+            str(profile),
+            cwd=tmp_path,
+        )
         assert result.returncode == 1
         (line,) = result.stderr.strip().splitlines()[-1:]
         assert line.startswith("error: ") and fragment in line, result.stderr
@@ -178,8 +240,12 @@ def test_without_sbatch_dry_run_works_and_submit_says_what_to_do(tmp_path):
     real = pipeline(*args, cwd=tmp_path, env=env)
     assert real.returncode == 1
     lines = [line for line in real.stderr.strip().splitlines() if not line.startswith("warning: ")]
-    assert len(lines) == 1 and "sbatch is not on PATH" in lines[0] and "--dry-run" in lines[0] \
+    assert (
+        len(lines) == 1
+        and "sbatch is not on PATH" in lines[0]
+        and "--dry-run" in lines[0]
         and "pipeline run" in lines[0]
+    )
     assert not list((tmp_path / "a" / slurm.RECORDS).glob("*.json"))
 
 
@@ -187,12 +253,15 @@ def test_without_sbatch_dry_run_works_and_submit_says_what_to_do(tmp_path):
 
 
 def _git(checkout: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
-def test_jobs_record_the_commit_of_submit_time_even_when_the_checkout_changes_before_they_run(
-        slurm_cluster, tmp_path):
+def test_jobs_record_the_commit_of_submit_time_even_when_the_checkout_changes_before_they_run(slurm_cluster, tmp_path):
     """A throw-away git checkout of the code submits a held job, then gets a new commit and an
     uncommitted change; the released job's manifest still names the commit it was submitted at."""
     checkout = tmp_path / "checkout"
@@ -206,9 +275,22 @@ def test_jobs_record_the_commit_of_submit_time_even_when_the_checkout_changes_be
     profile = tmp_path / "held.yaml"
     profile.write_text(LOCAL_PROFILE.read_text() + "extra: {hold: true}\n")
     root = tmp_path / "artifacts"
-    checked(pipeline("--artifacts", str(root), "submit", "sample[photos]", "--config", "smoke",
-                     "--set", f"sample.manifest_dir={tmp_path / 'manifests'}", "--profile", str(profile),
-                     cwd=tmp_path, env=env))
+    checked(
+        pipeline(
+            "--artifacts",
+            str(root),
+            "submit",
+            "sample[photos]",
+            "--config",
+            "smoke",
+            "--set",
+            f"sample.manifest_dir={tmp_path / 'manifests'}",
+            "--profile",
+            str(profile),
+            cwd=tmp_path,
+            env=env,
+        )
+    )
     (job,) = _record(root)["jobs"]
     assert _record(root)["git_commit"] == first
     (checkout / "pipeline" / "errors.py").write_text((checkout / "pipeline" / "errors.py").read_text() + "\n# later\n")
@@ -224,8 +306,15 @@ def test_jobs_record_the_commit_of_submit_time_even_when_the_checkout_changes_be
 
 
 # The paper's resources, scaled to the one test node; every job is submitted held.
-PAPER_PROFILE = {"cpus_per_task": 1, "mem": "1G", "time": "10", "array_throttle": 50, "extra": {"hold": True},
-                 "cpu": {"partition": "debug"}, "gpu": {"partition": "gpu", "gres": "gpu:v100:1"}}
+PAPER_PROFILE = {
+    "cpus_per_task": 1,
+    "mem": "1G",
+    "time": "10",
+    "array_throttle": 50,
+    "extra": {"hold": True},
+    "cpu": {"partition": "debug"},
+    "gpu": {"partition": "gpu", "gres": "gpu:v100:1"},
+}
 
 
 def _waits(job_id: str) -> list[str]:
@@ -241,8 +330,9 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
     monkeypatch.setitem(slurm_job.RUNNERS, True, TrivialRunner)
     monkeypatch.chdir(tmp_path)
     profile_path = tmp_path / "paper.yaml"
-    profile_path.write_text(yaml.safe_dump({**PAPER_PROFILE, **({"steps": {"evaluate": {"pack": evaluate_pack}}}
-                                                                 if evaluate_pack else {})}))
+    profile_path.write_text(
+        yaml.safe_dump({**PAPER_PROFILE, **({"steps": {"evaluate": {"pack": evaluate_pack}}} if evaluate_pack else {})})
+    )
     config, store = load_config("paper"), Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["all"])
     submission = slurm.submit(plan, store, config, load_profile(profile_path, plan.steps), ["all"])
@@ -253,13 +343,18 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
     waits_on = {frozenset(r for r in p.inputs.values() if r in pending) for p in tasks["evaluate"]}
     try:
         assert len(set(ids)) == len(ids) and sorted(p.key for s in submission.jobs for p in s.job.tasks) == sorted(
-            key for _, key in pending)
+            key for _, key in pending
+        )
         assert set(in_queue(ids).values()) == {"PENDING"}
         jsma = next(s for s in submission.jobs if "ours/jsma" in [p.task.id for p in s.job.tasks])
         (planned,) = [p for p in jsma.job.tasks if p.task.id == "ours/jsma"]
         upstream = {r for r in planned.inputs.values() if r in pending}
-        assert len(_waits(jsma.job_id)) == sum(len(ix) for _, ix in jsma.job.after) >= len(
-            [r for r in upstream if r[0] == "attack"]) > 100  # every attack shard of JSMA, element by element
+        assert (
+            len(_waits(jsma.job_id))
+            == sum(len(ix) for _, ix in jsma.job.after)
+            >= len([r for r in upstream if r[0] == "attack"])
+            > 100
+        )  # every attack shard of JSMA, element by element
         assert all(w.endswith("(unfulfilled)") for w in _waits(jsma.job_id))
         tabulate = next(s for s in submission.jobs if s.job.step.name == "tabulate")
         assert len(_waits(tabulate.job_id)) == tabulate.dependency.count(":") > 1000  # every upstream element
@@ -273,6 +368,9 @@ def test_the_paper_plan_is_accepted_by_sbatch(slurm_cluster, tmp_path, monkeypat
     finally:
         slurm.cancel(store.root)
     wait_until(lambda: not in_queue(ids), 60, "the paper plan's jobs to leave the queue")
-    fault_log("Slurm: paper-sized plan submitted (held)", note=f"{len(ids)} jobs for {len(pending)} tasks "
-              f"(evaluate pack {evaluate_pack or 'default'}); the job training ours/jsma waits on every JSMA shard, "
-              "tabulate on over 1000 elements; accepted by sbatch, cancelled")
+    fault_log(
+        "Slurm: paper-sized plan submitted (held)",
+        note=f"{len(ids)} jobs for {len(pending)} tasks "
+        f"(evaluate pack {evaluate_pack or 'default'}); the job training ours/jsma waits on every JSMA shard, "
+        "tabulate on over 1000 elements; accepted by sbatch, cancelled",
+    )

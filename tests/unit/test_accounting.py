@@ -25,19 +25,32 @@ def test_each_task_measures_its_own_peak_memory_and_cpu_time():
     assert small["cpu_s"] > 0
 
 
-@pytest.mark.parametrize("text, mib", [("3G", 3072), ("512M", 512), ("323572K", 323572 / 1024), ("4000Mn", 4000),
-                                       ("16", 16), ("1.5G", 1536), ("", None), ("0", 0)])
+@pytest.mark.parametrize(
+    "text, mib",
+    [
+        ("3G", 3072),
+        ("512M", 512),
+        ("323572K", 323572 / 1024),
+        ("4000Mn", 4000),
+        ("16", 16),
+        ("1.5G", 1536),
+        ("", None),
+        ("0", 0),
+    ],
+)
 def test_slurm_memory_sizes(text, mib):
     assert mebibytes(text) == mib
 
 
-@pytest.mark.parametrize("seconds, limit", [(0, "00:01:00"), (61, "00:02:00"), (5400, "01:30:00"),
-                                            (30 * 3600 + 1, "30:01:00")])
+@pytest.mark.parametrize(
+    "seconds, limit", [(0, "00:01:00"), (61, "00:02:00"), (5400, "01:30:00"), (30 * 3600 + 1, "30:01:00")]
+)
 def test_suggested_time_limits(seconds, limit):
     assert suggest_time(seconds) == limit
 
 
-@pytest.mark.parametrize("mib, mem", [(10, "256M"), (300, "512M"), (768, "768M"), (858, "1G"), (1025, "2G"),
-                                      (20000, "20G")])
+@pytest.mark.parametrize(
+    "mib, mem", [(10, "256M"), (300, "512M"), (768, "768M"), (858, "1G"), (1025, "2G"), (20000, "20G")]
+)
 def test_suggested_memory(mib, mem):
     assert suggest_mem(mib) == mem

@@ -24,8 +24,14 @@ def test_paper_config_carries_the_papers_numbers():
     assert config.cae.arch.widths == [512, 256, 128, 64] and config.aae.arch.widths == [512, 400, 300, 200, 100, 64]
     assert (config.cae.optim.epochs, config.aae.optim.epochs, config.aae.warmup_epochs) == (700, 1500, 300)
     o = config.aae.optim
-    assert (o.lr, o.momentum, o.weight_decay, o.batch_size, o.milestones, o.gamma) == \
-        (0.03, 0.9, 1e-4, 256, [500, 1000], 0.1)
+    assert (o.lr, o.momentum, o.weight_decay, o.batch_size, o.milestones, o.gamma) == (
+        0.03,
+        0.9,
+        1e-4,
+        256,
+        [500, 1000],
+        0.1,
+    )
     assert (config.cae.lambda_kl, config.aae.lambda_kl) == (1e-3, 1e-3)
     roles = config.sample.roles
     assert (roles.cae_train.count, roles.aae_train.count, roles.test.count) == (10000, 40000, 10000)

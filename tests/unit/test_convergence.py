@@ -43,4 +43,5 @@ def test_held_out_measures_the_objective_psnrs_and_recovery_of_the_victim():
     assert {"psnr_objective", "psnr_recovered", "psnr_recovered_input", "psnr_recovered_clean"} <= set(out)
     assert out["psnr_recovered"] == pytest.approx(out["psnr_recovered_input"])
     assert measure.references(lambda batch: batch)["recovery_accuracy"] == pytest.approx(
-        1 - out["n_flipped"] / 6)  # doing nothing keeps exactly the images the noise did not flip
+        1 - out["n_flipped"] / 6
+    )  # doing nothing keeps exactly the images the noise did not flip

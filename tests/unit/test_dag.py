@@ -11,8 +11,9 @@ pytestmark = pytest.mark.unit
 
 
 def _step(name, needs=(), tasks=None):
-    return Step(name, 1, tuple(needs), (), Resources(), tasks or (lambda cfg, up: [Task(name, "t", {})]),
-                lambda ctx, task: None)
+    return Step(
+        name, 1, tuple(needs), (), Resources(), tasks or (lambda cfg, up: [Task(name, "t", {})]), lambda ctx, task: None
+    )
 
 
 def test_unknown_upstream_and_cycles_are_errors():

@@ -31,9 +31,15 @@ def test_an_export_keeps_other_exports_and_removes_only_its_own_stale_files(tmp_
     # a later tabulation: one table changed, one file gone (e.g. a figure the config no longer asks for)
     export_tree(_tree(tmp_path / "tabulate-2", {"table_ii.csv": "ii, again", "table_iii.csv": "iii"}), results)
     assert _contents(results) == {
-        EXPORTED: "table_ii.csv\ntable_iii.csv\n", "NOTES.txt": "by hand", "ablations/.exported": "fig4.csv\nfig5.csv\n",
-        "ablations/fig4.csv": "4", "ablations/fig5.csv": "5", "table_ii.csv": "ii, again", "table_iii.csv": "iii",
-        "victim_noise/spread.csv": "later export"}
+        EXPORTED: "table_ii.csv\ntable_iii.csv\n",
+        "NOTES.txt": "by hand",
+        "ablations/.exported": "fig4.csv\nfig5.csv\n",
+        "ablations/fig4.csv": "4",
+        "ablations/fig5.csv": "5",
+        "table_ii.csv": "ii, again",
+        "table_iii.csv": "iii",
+        "victim_noise/spread.csv": "later export",
+    }
     assert not (results / "figs").exists()  # the folder its stale file left empty
     assert sorted(p.name for p in results.parent.iterdir()) == ["matched"]  # no staging left beside it
 

@@ -36,7 +36,10 @@ def test_a_manifest_names_the_cpu_its_kernels_and_the_pinned_level(here):
     assert here["cpu"]["model"] == cpu_model() != "unknown"
     if is_x86():  # the test session pins the default level, as every command does (tests/conftest.py)
         assert (here["cpu"]["capability"], here["cpu"]["pinned"], here["cpu"]["mkl_branch"]) == (
-            "AVX2", "avx2", "COMPATIBLE")
+            "AVX2",
+            "avx2",
+            "COMPATIBLE",
+        )
 
 
 def test_provenance_counts_each_hardware_and_names_the_artifacts_made_on_another(here):
@@ -49,7 +52,9 @@ def test_provenance_counts_each_hardware_and_names_the_artifacts_made_on_another
     first, *others = provenance["hardware"]
     assert first["artifacts"] == 3 and first["cpu"] == here["cpu"]["model"] and "names" not in first
     assert {(h["cpu"], tuple(h["names"])) for h in others} == {
-        ("AMD EPYC 7763 64-Core Processor", ("train-victim:test",)), (None, ("sample:old",))}
+        ("AMD EPYC 7763 64-Core Processor", ("train-victim:test",)),
+        (None, ("sample:old",)),
+    }
 
 
 def test_verify_lists_the_artifacts_made_on_other_hardware(here, tmp_path):

@@ -41,8 +41,9 @@ def _train(setting: str, outer: dict[str, str], first: str = "") -> dict:
     """Run TRAIN in a fresh interpreter whose environment holds ``outer`` and none of the pin's variables
     otherwise (this test process pinned its own); ``first`` runs before the pin."""
     env = {k: v for k, v in os.environ.items() if k not in kernels.VARIABLES} | outer
-    done = subprocess.run([sys.executable, "-c", first + TRAIN, setting], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", first + TRAIN, setting], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0 or "PipelineError" in done.stderr, done.stderr
     return json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr.strip().splitlines()[-1]}
 
@@ -62,8 +63,10 @@ def test_the_pin_wins_over_an_outer_environment_and_an_unpinned_run_follows_it()
 @pytest.mark.skipif(not kernels.is_x86(), reason="the levels pin x86-64 kernels")
 def test_torch_that_computed_before_the_pin_is_one_clear_error():
     late = _train("avx2", OUTER, first="import torch; torch.ones(3).sum()\n")
-    assert late["error"].startswith("pipeline.errors.PipelineError: runtime.cpu_kernels=avx2: torch in this process "
-                                    "already computes with DEFAULT kernels")
+    assert late["error"].startswith(
+        "pipeline.errors.PipelineError: runtime.cpu_kernels=avx2: torch in this process "
+        "already computes with DEFAULT kernels"
+    )
 
 
 def test_auto_is_avx2_on_x86_and_no_pin_elsewhere(monkeypatch):
@@ -78,7 +81,10 @@ def test_pin_sets_every_variable_over_the_outer_value(monkeypatch):
         monkeypatch.setenv(name, value)
     assert kernels.pin("avx512") == "avx512"
     assert {name: os.environ[name] for name in kernels.VARIABLES} == {
-        "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_CBWR": "COMPATIBLE"}
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "MKL_CBWR": "COMPATIBLE",
+    }
     assert kernels.pin("unpinned") is None and os.environ["ATEN_CPU_CAPABILITY"] == "avx512"  # left as it was
 
 
@@ -88,8 +94,11 @@ def test_a_cpu_below_the_level_is_one_clear_error_before_anything_is_pinned(monk
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx": True, "avx2": False, "fma3": True})
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
-    with pytest.raises(PipelineError, match=r"^config key 'runtime.cpu_kernels': auto pins avx2 kernels, but this "
-                                            r"CPU \(.+\) lacks avx2: set runtime.cpu_kernels=default"):
+    with pytest.raises(
+        PipelineError,
+        match=r"^config key 'runtime.cpu_kernels': auto pins avx2 kernels, but this "
+        r"CPU \(.+\) lacks avx2: set runtime.cpu_kernels=default",
+    ):
         kernels.ensure("auto")
     assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
     monkeypatch.setattr("platform.machine", lambda: "aarch64")

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from pipeline.losses import (
-    LOSSES, LossParams, aae_loss, bind_loss, freeze, kl_standard_normal, sse, vae_loss,
+    LOSSES,
+    LossParams,
+    aae_loss,
+    bind_loss,
+    freeze,
+    kl_standard_normal,
+    sse,
+    vae_loss,
 )
 from pipeline.models import ConvVAE
 
@@ -138,9 +145,11 @@ def test_registry_uniform_signature():
     for name, loss in LOSSES.items():
         assert "total" in loss(models, LossParams(1e-3, "sum"), batch, 0), name
     # with a target the VAE loss reconstructs it (paired), without one the input (CAE, plain AE)
-    assert torch.equal(LOSSES["vae"](models, LossParams(1e-3, "sum"), batch, 0)["total"],
-                       vae_loss(aae, x, target, 1e-3)["total"])
-    assert torch.equal(LOSSES["vae"](models, LossParams(1e-3, "sum"), {"x": x}, 0)["total"],
-                       vae_loss(aae, x, x, 1e-3)["total"])
+    assert torch.equal(
+        LOSSES["vae"](models, LossParams(1e-3, "sum"), batch, 0)["total"], vae_loss(aae, x, target, 1e-3)["total"]
+    )
+    assert torch.equal(
+        LOSSES["vae"](models, LossParams(1e-3, "sum"), {"x": x}, 0)["total"], vae_loss(aae, x, x, 1e-3)["total"]
+    )
     with pytest.raises(ValueError, match="nope"):
         bind_loss("nope", models, LossParams(1e-3, "sum"))

@@ -37,18 +37,26 @@ def test_training_section_drops_what_only_the_cae_cycle_reads():
     aae = {"arch": {"widths": [8, 4]}, "optim": {}, "lambda_kl": 1e-3, "warmup_epochs": 5, "init": "random"}
     cae = {"arch": {"widths": [6, 4]}}
     assert "warmup_epochs" in METHODS["ours"].training.section(aae, cae)
-    assert METHODS["plain_ae"].training.section(aae, cae) == {"arch": {"widths": [8, 4]}, "optim": {},
-                                                              "lambda_kl": 1e-3}
+    assert METHODS["plain_ae"].training.section(aae, cae) == {
+        "arch": {"widths": [8, 4]},
+        "optim": {},
+        "lambda_kl": 1e-3,
+    }
     # started from the CAE: its architecture and weights, whatever aae.arch and aae.init say
-    assert METHODS["paired_dae_cae"].training.section(aae, cae) == {"arch": {"widths": [6, 4]}, "optim": {},
-                                                                    "lambda_kl": 1e-3, "init": "cae"}
+    assert METHODS["paired_dae_cae"].training.section(aae, cae) == {
+        "arch": {"widths": [6, 4]},
+        "optim": {},
+        "lambda_kl": 1e-3,
+        "init": "cae",
+    }
     assert METHODS["paired_dae_cae"].training.reads_cae and not METHODS["paired_dae"].training.reads_cae
 
 
 @pytest.mark.parametrize("name", [n for n, s in METHODS.items() if s.params])
 def test_method_parameters_are_config_values(name):
-    params = getattr(load_config("smoke", [f"evaluate.params.{name}.{fields(METHODS[name].params)[0].name}=3"])
-                     .evaluate.params, name)
+    params = getattr(
+        load_config("smoke", [f"evaluate.params.{name}.{fields(METHODS[name].params)[0].name}=3"]).evaluate.params, name
+    )
     assert getattr(params, fields(params)[0].name) == 3
 
 
@@ -72,7 +80,7 @@ def test_jpeg_keeps_a_flat_grey_image_and_blurs_a_checkerboard():
     assert torch.allclose(jpeg(grey, 75), grey, atol=1 / 255)
     board = torch.from_numpy(np.indices((16, 16)).sum(0) % 2).float().expand(1, 3, 16, 16)
     out = jpeg(board, 10)
-    assert out.shape == board.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert out.shape == board.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert float((out - board).abs().mean()) > 0.03  # quality 10 loses much of the highest frequency
 
 

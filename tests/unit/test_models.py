@@ -54,8 +54,7 @@ def test_eval_mode_z_is_mu_and_training_mode_samples():
 
 
 def _convs(seq: nn.Module) -> list[tuple[int, int, int]]:
-    return [(m.in_channels, m.out_channels, m.kernel_size[0])
-            for m in seq.modules() if isinstance(m, nn.Conv1d)]
+    return [(m.in_channels, m.out_channels, m.kernel_size[0]) for m in seq.modules() if isinstance(m, nn.Conv1d)]
 
 
 @pytest.mark.parametrize("widths", [PAPER_CAE, PAPER_AAE], ids=["cae", "aae"])
@@ -67,23 +66,28 @@ def test_paper_architectures(widths):
     assert trunk + [head] == [(a, b, 7) for a, b in zip(chain, chain[1:])]
     assert len(trunk) + 1 == len(widths)  # encoder is len(widths) convs deep
     assert _convs(model.decoder) == [(b, a, 7) for a, b in reversed(list(zip(chain, chain[1:])))]
-    assert all(m.padding == (3,) and m.stride == (1,) for m in model.modules()
-               if isinstance(m, nn.Conv1d))
+    assert all(m.padding == (3,) and m.stride == (1,) for m in model.modules() if isinstance(m, nn.Conv1d))
     assert isinstance(model.decoder[-1], nn.Sigmoid)
     # conv params: k·in·out + out per layer, two heads, mirrored decoder
     conv = lambda a, b: 7 * a * b + b  # noqa: E731
-    expected = (sum(conv(a, b) for a, b in zip(chain[:-1], chain[1:-1])) + 2 * conv(*chain[-2:])
-                + sum(conv(b, a) for a, b in zip(chain, chain[1:])))
+    expected = (
+        sum(conv(a, b) for a, b in zip(chain[:-1], chain[1:-1]))
+        + 2 * conv(*chain[-2:])
+        + sum(conv(b, a) for a, b in zip(chain, chain[1:]))
+    )
     assert count_parameters(model) == expected
     assert f"parameters: {expected:,d}" in describe(model)
 
 
-@pytest.mark.parametrize("kwargs, bad", [
-    ({"widths": [8]}, "[8]"),
-    ({"widths": [8, 0]}, "[8, 0]"),
-    ({"widths": [8, 4], "kernel": 4}, "4"),
-    ({"widths": [8, 4], "layout": "columns"}, "columns"),
-])
+@pytest.mark.parametrize(
+    "kwargs, bad",
+    [
+        ({"widths": [8]}, "[8]"),
+        ({"widths": [8, 0]}, "[8, 0]"),
+        ({"widths": [8, 4], "kernel": 4}, "4"),
+        ({"widths": [8, 4], "layout": "columns"}, "columns"),
+    ],
+)
 def test_bad_arguments_name_the_value(kwargs, bad):
     with pytest.raises(ValueError, match=bad.replace("[", r"\[").replace("]", r"\]")):
         ConvVAE((3, 4, 4), **kwargs)
@@ -102,6 +106,10 @@ def test_recover_is_cae_decoder_of_aae_mean():
     cae = ConvVAE((3, 4, 4), [7, 2], kernel=3).train()
     x = torch.rand(2, 3, 4, 4)
     out = recover(aae, cae, x)
-    assert torch.equal(out, cae.decoder(aae.mu_head(aae.encoder(x.permute(0, 1, 3, 2).reshape(2, 12, 4))))
-                       .reshape(2, 3, 4, 4).permute(0, 1, 3, 2))
+    assert torch.equal(
+        out,
+        cae.decoder(aae.mu_head(aae.encoder(x.permute(0, 1, 3, 2).reshape(2, 12, 4))))
+        .reshape(2, 3, 4, 4)
+        .permute(0, 1, 3, 2),
+    )
     assert torch.equal(out, recover(aae, cae, x))  # no sampling, even in training mode

@@ -15,8 +15,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.dag import Plan, Planned, Resources, Step, Task
 from pipeline.errors import PipelineError
-from pipeline.runners.local import run_plan
-from pipeline.runners.parallel import TasksFailed
+from pipeline.runners.local.parallel import TasksFailed
+from pipeline.runners.local.runner import run_plan
 from pipeline.store import Store
 
 pytestmark = pytest.mark.unit
@@ -43,10 +43,19 @@ def record(ctx, task: Task) -> None:
         raise ValueError("an internal bug")
     if cfg.get("fail") == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
-    (ctx.out / "seen.json").write_text(json.dumps({
-        "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
-        "config_threads": ctx.config.runtime.threads, "pid": os.getpid(), "start": started, "end": time.time(),
-        "inputs": sorted(ctx.inputs)}))
+    (ctx.out / "seen.json").write_text(
+        json.dumps(
+            {
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "threads": torch.get_num_threads(),
+                "config_threads": ctx.config.runtime.threads,
+                "pid": os.getpid(),
+                "start": started,
+                "end": time.time(),
+                "inputs": sorted(ctx.inputs),
+            }
+        )
+    )
 
 
 def no_tasks(cfg, upstream) -> list[Task]:
@@ -64,8 +73,7 @@ def _plan(store: Store, tasks: list[tuple[Step, str, dict, list[str]]]) -> Plan:
     for step, task_id, config, needs in tasks:
         inputs = {need: (steps[need].name, f"{steps[need].name}-{need}") for need in needs}
         key = f"{step.name}-{task_id}"
-        planned.append(Planned(Task(step.name, task_id, config), step, key, inputs,
-                               store.is_complete(step.name, key)))
+        planned.append(Planned(Task(step.name, task_id, config), step, key, inputs, store.is_complete(step.name, key)))
     return Plan(planned, {"cpu": CPU, "gpu": GPU})
 
 
@@ -80,10 +88,18 @@ def config():
 
 def test_a_failure_stops_only_its_dependants(tmp_path, config):
     store = Store(tmp_path / "artifacts")
-    plan = _plan(store, [
-        (CPU, "a", {"say": "hello from a"}, []), (CPU, "bad", {"fail": "user"}, []),
-        (CPU, "after-bad", {}, ["bad"]), (CPU, "bug", {"fail": "bug", "sleep": 0.3}, []),
-        (CPU, "after-a", {}, ["a"]), (CPU, "after-both", {}, ["after-a", "bad"]), (CPU, "quiet", {}, [])])
+    plan = _plan(
+        store,
+        [
+            (CPU, "a", {"say": "hello from a"}, []),
+            (CPU, "bad", {"fail": "user"}, []),
+            (CPU, "after-bad", {}, ["bad"]),
+            (CPU, "bug", {"fail": "bug", "sleep": 0.3}, []),
+            (CPU, "after-a", {}, ["a"]),
+            (CPU, "after-both", {}, ["after-a", "bad"]),
+            (CPU, "quiet", {}, []),
+        ],
+    )
     lines: list[str] = []
     with pytest.raises(TasksFailed) as caught:
         run_plan(plan, store, config, echo=lines.append, jobs=2)
@@ -107,8 +123,11 @@ def test_a_failure_stops_only_its_dependants(tmp_path, config):
 
 def test_a_worker_that_dies_fails_its_task_and_is_replaced(tmp_path, config):
     store = Store(tmp_path / "artifacts")
-    plan = _plan(store, [(CPU, "crash", {"fail": "crash"}, []), (CPU, "after", {}, ["crash"])]
-                 + [(CPU, f"t{i}", {"sleep": 0.1}, []) for i in range(6)])
+    plan = _plan(
+        store,
+        [(CPU, "crash", {"fail": "crash"}, []), (CPU, "after", {}, ["crash"])]
+        + [(CPU, f"t{i}", {"sleep": 0.1}, []) for i in range(6)],
+    )
     with pytest.raises(TasksFailed) as caught:
         run_plan(plan, store, config, echo=lambda line: None, jobs=2)
     (failure,) = caught.value.failures
@@ -120,8 +139,9 @@ def test_a_worker_that_dies_fails_its_task_and_is_replaced(tmp_path, config):
 def test_gpu_tasks_get_one_gpu_each_never_more_at_once_than_gpus(tmp_path, config, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")  # two GPUs, as far as the runner can tell
     store = Store(tmp_path / "artifacts")
-    tasks = [(GPU, f"g{i}", {"sleep": 0.6}, []) for i in range(5)] + \
-        [(CPU, f"c{i}", {"sleep": 0.6}, []) for i in range(3)]
+    tasks = [(GPU, f"g{i}", {"sleep": 0.6}, []) for i in range(5)] + [
+        (CPU, f"c{i}", {"sleep": 0.6}, []) for i in range(3)
+    ]
     run_plan(_plan(store, tasks), store, config, echo=lambda line: None, jobs=3)
     gpu = [_seen(store, "gpu", f"g{i}") for i in range(5)]
     cpu = [_seen(store, "cpu", f"c{i}") for i in range(3)]
@@ -136,8 +156,7 @@ def test_gpu_tasks_get_one_gpu_each_never_more_at_once_than_gpus(tmp_path, confi
 
 def test_one_task_at_a_time_runs_in_this_process(tmp_path, config):
     store = Store(tmp_path / "artifacts")
-    run_plan(_plan(store, [(CPU, "a", {}, []), (CPU, "b", {}, ["a"])]), store, config, echo=lambda line: None,
-             jobs=1)
+    run_plan(_plan(store, [(CPU, "a", {}, []), (CPU, "b", {}, ["a"])]), store, config, echo=lambda line: None, jobs=1)
     lonely = _plan(store, [(CPU, "c", {}, [])])
     run_plan(lonely, store, config, echo=lambda line: None, jobs=4)
     assert {_seen(store, "cpu", t)["pid"] for t in "abc"} == {os.getpid()}
@@ -163,8 +182,14 @@ def ctrl_c_reaches_us():
 def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(tmp_path, config, capfd, ctrl_c_reaches_us):
     store = Store(tmp_path / "artifacts")
     markers = [tmp_path / "started-a", tmp_path / "started-b"]
-    plan = _plan(store, [(CPU, "a", {"marker": str(markers[0]), "sleep": 600, "checkpoint": True}, []),
-                         (CPU, "b", {"marker": str(markers[1]), "sleep": 600}, []), (CPU, "c", {}, ["a"])])
+    plan = _plan(
+        store,
+        [
+            (CPU, "a", {"marker": str(markers[0]), "sleep": 600, "checkpoint": True}, []),
+            (CPU, "b", {"marker": str(markers[1]), "sleep": 600}, []),
+            (CPU, "c", {}, ["a"]),
+        ],
+    )
 
     sent: list[float] = []
 

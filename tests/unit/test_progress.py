@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -36,12 +37,17 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             raise Stop
 
     spec = TrainSpec(epochs=epochs, batch_size=16, lr=1e-3, milestones=[])
-    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3))
-    try:
-        train({"model": model}, loss, {"x": images}, spec, work / "checkpoint.pt", torch.device("cpu"),
-              after_epoch=after_epoch)
-    except Stop:
-        pass
+    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3, reduction="sum"))
+    with contextlib.suppress(Stop):
+        train(
+            {"model": model},
+            loss,
+            {"x": images},
+            spec,
+            work / "checkpoint.pt",
+            torch.device("cpu"),
+            after_epoch=after_epoch,
+        )
     return progress
 
 
@@ -64,16 +70,25 @@ def test_a_training_writes_its_progress_where_status_finds_it(tmp_path):
 
 
 def test_the_status_line_shows_held_out_figures_and_says_when_a_task_stopped_writing():
-    record = {"epoch": 7, "epochs": 30, "row": {"epoch": 6, "lr": 0.03, "steps": 12, "total": 1.5, "kl": 0.25,
-                                               "heldout_psnr": 21.25, "clipped": 1.0},
-              "seconds_per_epoch": 10.0, "eta_s": 230.0, "updated": 1000.0, "host": "node7"}
-    assert describe(record, now=1030.0) == ("epoch 7/30  total 1.5  kl 0.25  heldout_psnr 21.25  "
-                                            "ETA 3m20s (updated 30s ago on node7)")
+    record = {
+        "epoch": 7,
+        "epochs": 30,
+        "row": {"epoch": 6, "lr": 0.03, "steps": 12, "total": 1.5, "kl": 0.25, "heldout_psnr": 21.25, "clipped": 1.0},
+        "seconds_per_epoch": 10.0,
+        "eta_s": 230.0,
+        "updated": 1000.0,
+        "host": "node7",
+    }
+    assert describe(record, now=1030.0) == (
+        "epoch 7/30  total 1.5  kl 0.25  heldout_psnr 21.25  ETA 3m20s (updated 30s ago on node7)"
+    )
     assert describe(record, now=1000.0 + 3 * 3600).endswith("no update for 3h00m on node7: stopped?")
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.2, "1m00s"), (60, "1m00s"), (3599, "59m59s"),
-                                           (7500, "2h05m"), (3 * 86400 + 4 * 3600, "3d04h")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0s"), (59.2, "1m00s"), (60, "1m00s"), (3599, "59m59s"), (7500, "2h05m"), (3 * 86400 + 4 * 3600, "3d04h")],
+)
 def test_durations(seconds, text):
     assert duration(seconds) == text
 

@@ -18,7 +18,7 @@ def _two_classes(n: int) -> tuple[torch.Tensor, np.ndarray]:
     labels = np.arange(n) % 2
     images = torch.full((n, 3, 8, 8), 40, dtype=torch.uint8)
     for i, c in enumerate(labels):
-        images[i, :, :, (0 if c == 0 else 4):(4 if c == 0 else 8)] = 200
+        images[i, :, :, (0 if c == 0 else 4) : (4 if c == 0 else 8)] = 200
     return images, labels
 
 

@@ -59,13 +59,17 @@ def test_the_same_arrays_give_the_same_bytes_in_any_batches_and_processes(attack
         for batch in (64, 25, 7):
             with ShardWriter(tmp_path / f"b{batch}.h5", len(images), "zstd") as shard:
                 for lo in range(0, len(images), batch):
-                    shard.append("images", images[lo:lo + batch])
+                    shard.append("images", images[lo : lo + batch])
                 shard.finish({k: v for k, v in arrays.items() if k != "images"}, {"attack": "x"})
             assert _sha(tmp_path / f"b{batch}.h5") == _sha(tmp_path / "whole.h5"), (name, batch)
         np.savez(tmp_path / "arrays.npz", **arrays)
         env = {**os.environ, "PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "2"}
-        subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "arrays.npz"), str(tmp_path / "child.h5")],
-                       check=True, env=env, timeout=120)
+        subprocess.run(
+            [sys.executable, "-c", CHILD, str(tmp_path / "arrays.npz"), str(tmp_path / "child.h5")],
+            check=True,
+            env=env,
+            timeout=120,
+        )
         assert _sha(tmp_path / "child.h5") == _sha(tmp_path / "whole.h5"), name
         back = read_shard(tmp_path / "whole.h5")
         assert back["images"].dtype == images.dtype and np.array_equal(back["images"], images)

@@ -16,11 +16,11 @@ from pipeline.config import load_config
 from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.execute import COMMIT_VARIABLE, checkout_commit, git_commit, pin_git_commit
-from pipeline.runners import arrays, slurm
-from pipeline.runners.arrays import array_jobs
-from pipeline.runners.slurm import CANCELLED, NEVER, PENDING, RUNNING, TaskState, triage
-from pipeline.runners.parallel import task_log
-from pipeline.runners.slurm_job import TaskRunner
+from pipeline.runners import slurm
+from pipeline.runners.logs import task_log
+from pipeline.runners.slurm import CANCELLED, NEVER, PENDING, RUNNING, TaskState, arrays, triage
+from pipeline.runners.slurm.arrays import array_jobs
+from pipeline.runners.slurm.job import TaskRunner
 from pipeline.store import MANIFEST, Store
 
 pytestmark = pytest.mark.unit
@@ -32,14 +32,28 @@ def _run(ctx, task):  # never called
 
 # up[a..e] (small) -> down[<up>/<i>] (2 per up task) -> sink[<down>] (small, one per down task)
 STEPS = {
-    "up": Step("up", 1, (), (), Resources(), lambda s, u: [Task("up", n, {"n": n}) for n in "abcde"], _run,
-               small=True),
-    "down": Step("down", 1, ("up",), (), Resources(gpus=1),
-                 lambda s, u: [Task("down", f"{t.id}/{i}", {"i": i}, {"src": Ref("up", t.id)})
-                               for t in u["up"] for i in range(2)], _run),
-    "sink": Step("sink", 1, ("down",), (), Resources(),
-                 lambda s, u: [Task("sink", t.id, {}, {"src": Ref("down", t.id)}) for t in u["down"]], _run,
-                 small=True),
+    "up": Step("up", 1, (), (), Resources(), lambda s, u: [Task("up", n, {"n": n}) for n in "abcde"], _run, small=True),
+    "down": Step(
+        "down",
+        1,
+        ("up",),
+        (),
+        Resources(gpus=1),
+        lambda s, u: [
+            Task("down", f"{t.id}/{i}", {"i": i}, {"src": Ref("up", t.id)}) for t in u["up"] for i in range(2)
+        ],
+        _run,
+    ),
+    "sink": Step(
+        "sink",
+        1,
+        ("down",),
+        (),
+        Resources(),
+        lambda s, u: [Task("sink", t.id, {}, {"src": Ref("down", t.id)}) for t in u["down"]],
+        _run,
+        small=True,
+    ),
 }
 
 
@@ -64,7 +78,10 @@ def test_packed_steps_fill_elements_and_dependants_wait_on_exactly_the_elements_
     plan = build_plan(config, Store(tmp_path), ["sink"], steps=STEPS)
     jobs = array_jobs(plan, pack={"up": 2, "sink": 4})
     assert [(j.label, [len(e) for e in j.elements]) for j in jobs] == [
-        ("up[*]", [2, 2, 1]), *[(f"down[{n}/*]", [1, 1]) for n in "abcde"], ("sink[*/*]", [4, 4, 2])]
+        ("up[*]", [2, 2, 1]),
+        *[(f"down[{n}/*]", [1, 1]) for n in "abcde"],
+        ("sink[*/*]", [4, 4, 2]),
+    ]
     ids = {j.number: str(100 + j.number) for j in jobs}
     deps = [j.dependency(ids) for j in jobs]
     assert deps[:6] == [None, "afterok:101_0", "afterok:101_0", "afterok:101_1", "afterok:101_1", "afterok:101_2"]
@@ -103,27 +120,35 @@ def test_queued_jobs_whose_upstream_failed_was_cancelled_or_is_resubmitted_are_s
     keys = _keys(build_plan(config, store, ["down"], steps=STEPS))
     _complete(store, *keys[("up", "c")])
     plan = build_plan(config, store, ["down"], steps=STEPS)
-    states = {keys[("up", "a")]: _state(RUNNING, "11_0"),
-              keys[("up", "b")]: _state(CANCELLED, "11_1", queued=False),
-              keys[("up", "d")]: _state(PENDING, "11_3"),
-              keys[("up", "e")]: _state(NEVER, "15")}  # Slurm says its own dependency failed
+    states = {
+        keys[("up", "a")]: _state(RUNNING, "11_0"),
+        keys[("up", "b")]: _state(CANCELLED, "11_1", queued=False),
+        keys[("up", "d")]: _state(PENDING, "11_3"),
+        keys[("up", "e")]: _state(NEVER, "15"),
+    }  # Slurm says its own dependency failed
     for n, name in enumerate("abcde"):
         states.update({keys[("down", f"{name}/{i}")]: _state(PENDING, f"{12 + n}_{i}") for i in range(2)})
     found = triage(plan, states)
     healthy = {keys[t] for t in [("up", "a"), ("up", "d")] + [("down", f"{n}/{i}") for n in "acd" for i in range(2)]}
     assert set(found.queued) == healthy and found.queued[keys[("up", "a")]] == "11_0"
-    assert found.stale == {**{keys[("down", f"b/{i}")]: [keys[("up", "b")]] for i in range(2)},
-                           keys[("up", "e")]: [],
-                           **{keys[("down", f"e/{i}")]: [keys[("up", "e")]] for i in range(2)}}
+    assert found.stale == {
+        **{keys[("down", f"b/{i}")]: [keys[("up", "b")]] for i in range(2)},
+        keys[("up", "e")]: [],
+        **{keys[("down", f"e/{i}")]: [keys[("up", "e")]] for i in range(2)},
+    }
 
 
 def test_one_blocked_element_makes_its_whole_pending_array_stale(tmp_path, config):
     store = Store(tmp_path)
     plan = build_plan(config, store, ["down"], steps=STEPS)
     keys = _keys(plan)
-    states = {keys[("up", "a")]: _state(RUNNING, "11_0"), keys[("up", "b")]: _state("failed", "11_1", queued=False),
-              keys[("down", "a/0")]: _state(PENDING, "20_0"), keys[("down", "b/0")]: _state(PENDING, "20_1"),
-              keys[("down", "a/1")]: _state(RUNNING, "21_0")}
+    states = {
+        keys[("up", "a")]: _state(RUNNING, "11_0"),
+        keys[("up", "b")]: _state("failed", "11_1", queued=False),
+        keys[("down", "a/0")]: _state(PENDING, "20_0"),
+        keys[("down", "b/0")]: _state(PENDING, "20_1"),
+        keys[("down", "a/1")]: _state(RUNNING, "21_0"),
+    }
     found = triage(plan, states)
     assert set(found.stale) == {keys[("down", "a/0")], keys[("down", "b/0")]}
     assert found.stale[keys[("down", "a/0")]] == [keys[("up", "b")]]  # what the shared job waits for
@@ -139,13 +164,16 @@ def _record(root: Path, **job) -> None:
     (root / slurm.RECORDS / "run.json").write_text(json.dumps({"run_id": "run", "log_folder": "x", "jobs": [job]}))
 
 
-@pytest.mark.parametrize("job, fragment", [
-    ({"job_id": "5;touch /tmp/x"}, "'5;touch /tmp/x' is not a Slurm job id"),
-    ({"tasks": [{"id": "a", "key": "k", "job_id": "--me"}]}, "'--me' is not a Slurm job id"),
-    ({"job_id": 5}, "5 is not a Slurm job id"),
-    ({"tasks": [{"id": "a", "job_id": "5_0"}]}, "is corrupt"),
-    ({"step": ["up"]}, "is corrupt"),
-])
+@pytest.mark.parametrize(
+    "job, fragment",
+    [
+        ({"job_id": "5;touch /tmp/x"}, "'5;touch /tmp/x' is not a Slurm job id"),
+        ({"tasks": [{"id": "a", "key": "k", "job_id": "--me"}]}, "'--me' is not a Slurm job id"),
+        ({"job_id": 5}, "5 is not a Slurm job id"),
+        ({"tasks": [{"id": "a", "job_id": "5_0"}]}, "is corrupt"),
+        ({"step": ["up"]}, "is corrupt"),
+    ],
+)
 def test_submission_records_name_only_slurm_job_ids(tmp_path, job, fragment):
     _record(tmp_path, **job)
     with pytest.raises(PipelineError, match="submission record .*run.json") as err:
@@ -153,8 +181,16 @@ def test_submission_records_name_only_slurm_job_ids(tmp_path, job, fragment):
     assert fragment in str(err.value)
 
 
-@pytest.mark.parametrize("root, shown", [("/tmp/a\nb", r"'\n'"), ("/tmp/a%x", "'%'"), ("/tmp/a\tb", r"'\t'"),
-                                         ("/tmp/a\x1b[2Jb", r"'\x1b'"), ("/tmp/a\u2028b", r"'\u2028'")])
+@pytest.mark.parametrize(
+    "root, shown",
+    [
+        ("/tmp/a\nb", r"'\n'"),
+        ("/tmp/a%x", "'%'"),
+        ("/tmp/a\tb", r"'\t'"),
+        ("/tmp/a\x1b[2Jb", r"'\x1b'"),
+        ("/tmp/a\u2028b", r"'\u2028'"),
+    ],
+)
 def test_artifact_roots_a_job_script_cannot_carry_are_refused(root, shown):
     with pytest.raises(PipelineError) as err:
         slurm.check_root(Path(root))
@@ -166,8 +202,9 @@ def test_a_root_with_spaces_is_fine_and_the_dry_run_folders_are_private(tmp_path
     slurm.check_root(root)
     old = os.umask(0)
     try:
-        submission = slurm.dry_run(build_plan(config, Store(root), ["down"], steps=STEPS), Store(root),
-                                   _profile(tmp_path))
+        submission = slurm.dry_run(
+            build_plan(config, Store(root), ["down"], steps=STEPS), Store(root), _profile(tmp_path)
+        )
     finally:
         os.umask(old)
     assert (root / slurm.RECORDS).stat().st_mode & 0o777 == 0o700
@@ -177,7 +214,7 @@ def test_a_root_with_spaces_is_fine_and_the_dry_run_folders_are_private(tmp_path
 
 
 def _profile(tmp_path: Path):
-    from pipeline.runners.profile import load_profile
+    from pipeline.runners.slurm.profile import load_profile
 
     path = tmp_path / "profile.yaml"
     path.write_text("gpu: {partition: gpu, gres: 'gpu:v100:1'}")
@@ -193,8 +230,7 @@ def _runner(tmp_path: Path, config, commit: str = "c0ffee") -> TaskRunner:
     return TaskRunner(str(tmp_path / "artifacts"), config.to_dict(), ("write",), (), "write", PACKAGE, commit)
 
 
-def test_a_packed_element_publishes_what_it_can_and_a_resubmission_packs_only_the_rest(tmp_path, config,
-                                                                                       monkeypatch):
+def test_a_packed_element_publishes_what_it_can_and_a_resubmission_packs_only_the_rest(tmp_path, config, monkeypatch):
     monkeypatch.setenv("FAKESTEPS_FAIL", "b")
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["write"], steps=discover(PACKAGE))
@@ -217,8 +253,7 @@ def test_a_task_whose_key_changed_since_submitting_is_refused(tmp_path, config):
         _runner(tmp_path, config)(["a"], ["stale"])
 
 
-def test_an_unexpected_exception_fails_its_task_alone_with_its_traceback_in_its_own_log(tmp_path, config,
-                                                                                     monkeypatch):
+def test_an_unexpected_exception_fails_its_task_alone_with_its_traceback_in_its_own_log(tmp_path, config, monkeypatch):
     monkeypatch.setenv("FAKESTEPS_BUG", "a")
     monkeypatch.setenv("FAKESTEPS_FAIL", "c")
     store = Store(tmp_path / "artifacts")
@@ -248,7 +283,7 @@ def test_submitits_end_of_the_job_is_not_taken_for_a_task_failure(tmp_path, conf
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
     steps = {"write": dataclasses.replace(write.STEP, run=timed_out)}
-    monkeypatch.setattr("pipeline.runners.slurm_job.discover", lambda package: steps)
+    monkeypatch.setattr("pipeline.runners.slurm.job.discover", lambda package: steps)
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["write"], steps=steps)
     with pytest.raises(UncompletedJobError):
@@ -292,16 +327,32 @@ def _fake(bin_dir: Path, name: str, output: str, first: str = "", code: int = 0,
     (bin_dir / name).chmod(0o755)
 
 
-def _record_run(store: Store, run_id: str, jobs: list[tuple[str, str, list[tuple[str, str, str]]]],
-                config_name: str = "smoke", writes: dict[str, str] | None = None) -> Path:
+def _record_run(
+    store: Store,
+    run_id: str,
+    jobs: list[tuple[str, str, list[tuple[str, str, str]]]],
+    config_name: str = "smoke",
+    writes: dict[str, str] | None = None,
+) -> Path:
     """A submission record: jobs as (job id, step, [(task id, key, element id)]); returns its log folder."""
     folder = store.root / slurm.RECORDS / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"run_id": run_id, "log_folder": str(folder), "config": config_name, "jobs": [
-        {"job_id": job_id, "step": step, "tasks": [{"id": t, "key": k, "job_id": e,
-                                                    "writes": [w] if (w := (writes or {}).get(t)) else []}
-                                                   for t, k, e in tasks]}
-        for job_id, step, tasks in jobs]}
+    record = {
+        "run_id": run_id,
+        "log_folder": str(folder),
+        "config": config_name,
+        "jobs": [
+            {
+                "job_id": job_id,
+                "step": step,
+                "tasks": [
+                    {"id": t, "key": k, "job_id": e, "writes": [w] if (w := (writes or {}).get(t)) else []}
+                    for t, k, e in tasks
+                ],
+            }
+            for job_id, step, tasks in jobs
+        ],
+    }
     (store.root / slurm.RECORDS / f"{run_id}.json").write_text(json.dumps(record))
     return folder
 
@@ -315,29 +366,57 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
     folder = store.root / slurm.RECORDS / "run1"
     folder.mkdir(parents=True)
     (folder / "11_3_0_log.err").write_text("submitit INFO: Job not requeued because: timed-out too many times.\n")
-    record = {"run_id": "run1", "log_folder": str(folder), "jobs": [
-        {"job_id": "11", "step": "up", "tasks": [{"id": n, "key": keys[("up", n)][1], "job_id": f"11_{i}"}
-                                                 for i, n in enumerate("abcde")]},
-        *[{"job_id": f"{12 + i}", "step": "down", "tasks": [
-            {"id": f"{n}/{j}", "key": keys[("down", f"{n}/{j}")][1], "job_id": f"{12 + i}_{j}"} for j in range(2)]}
-          for i, n in enumerate("abcde")]]}
+    record = {
+        "run_id": "run1",
+        "log_folder": str(folder),
+        "jobs": [
+            {
+                "job_id": "11",
+                "step": "up",
+                "tasks": [{"id": n, "key": keys[("up", n)][1], "job_id": f"11_{i}"} for i, n in enumerate("abcde")],
+            },
+            *[
+                {
+                    "job_id": f"{12 + i}",
+                    "step": "down",
+                    "tasks": [
+                        {"id": f"{n}/{j}", "key": keys[("down", f"{n}/{j}")][1], "job_id": f"{12 + i}_{j}"}
+                        for j in range(2)
+                    ],
+                }
+                for i, n in enumerate("abcde")
+            ],
+        ],
+    }
     (store.root / slurm.RECORDS / "run1.json").write_text(json.dumps(record))
-    _fake(tmp_path / "bin", "sacct", "11_0|RUNNING|None\n11_1|CANCELLED by 0|None\n11_2|TIMEOUT|None\n"
-                                     "11_3|FAILED|NonZeroExitCode\n11_4|RUNNING|None\n12_[0-1]|PENDING|Dependency\n"
-                                     "13_[0-1]|PENDING|Dependency\n14_0|CANCELLED|Dependency\n"
-                                     "14_1|CANCELLED|None\n15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency")
-    _fake(tmp_path / "bin", "squeue", "11_0|RUNNING|None\n11_4|RUNNING|None\n12_0|PENDING|Dependency\n"
-                                      "12_1|PENDING|Dependency\n13_0|PENDING|Dependency\n13_1|PENDING|Dependency\n"
-                                      "15_0|PENDING|DependencyNeverSatisfied\n15_1|PENDING|DependencyNeverSatisfied\n"
-                                      "16_0|PENDING|Dependency\n16_1|PENDING|Dependency")
+    _fake(
+        tmp_path / "bin",
+        "sacct",
+        "11_0|RUNNING|None\n11_1|CANCELLED by 0|None\n11_2|TIMEOUT|None\n"
+        "11_3|FAILED|NonZeroExitCode\n11_4|RUNNING|None\n12_[0-1]|PENDING|Dependency\n"
+        "13_[0-1]|PENDING|Dependency\n14_0|CANCELLED|Dependency\n"
+        "14_1|CANCELLED|None\n15_[0-1]|PENDING|Dependency\n16_[0-1]|PENDING|Dependency",
+    )
+    _fake(
+        tmp_path / "bin",
+        "squeue",
+        "11_0|RUNNING|None\n11_4|RUNNING|None\n12_0|PENDING|Dependency\n"
+        "12_1|PENDING|Dependency\n13_0|PENDING|Dependency\n13_1|PENDING|Dependency\n"
+        "15_0|PENDING|DependencyNeverSatisfied\n15_1|PENDING|DependencyNeverSatisfied\n"
+        "16_0|PENDING|Dependency\n16_1|PENDING|Dependency",
+    )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     lines = list(report(plan, store, config))
     assert "up             0/5 done, 2 running, 1 cancelled, 2 failed" in lines
     assert "down           0/10 done, 4 pending, 6 never (upstream failed)" in lines
-    assert any(line.startswith("  c: failed (job 11_2")
-               and line.endswith("hit its time limit: raise the profile's time") for line in lines), lines
-    assert any(line.startswith("  d: failed (job 11_3") and "more often than the profile's max_num_timeout" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("  c: failed (job 11_2") and line.endswith("hit its time limit: raise the profile's time")
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("  d: failed (job 11_3") and "more often than the profile's max_num_timeout" in line
+        for line in lines
+    ), lines
     never = [line for line in lines if line.startswith("  job ")]
     assert never == [
         "  job 13_0 (b/0) waits on a dependency that can never be satisfied: up[b] cancelled; "
@@ -351,7 +430,8 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
         "  job 15_0 (d/0) waits on a dependency that can never be satisfied: up[d] failed; "
         "`pipeline submit` cancels it and submits its tasks again",
         "  job 15_1 (d/1) waits on a dependency that can never be satisfied: up[d] failed; "
-        "`pipeline submit` cancels it and submits its tasks again"]
+        "`pipeline submit` cancels it and submits its tasks again",
+    ]
 
 
 # --- one snapshot: Slurm first, then the artifacts ---------------------------------------------
@@ -359,13 +439,20 @@ def test_status_names_failures_with_why_and_jobs_that_wait_forever(tmp_path, con
 
 def _up_down(store: Store, config, keys) -> None:
     """up[a] running as 11_0, its two dependants down[a/*] pending on it as 12_0 and 12_1."""
-    _record_run(store, "run1", [("11", "up", [("a", keys[("up", "a")][1], "11_0")]),
-                                ("12", "down", [(f"a/{i}", keys[("down", f"a/{i}")][1], f"12_{i}") for i in range(2)])])
+    _record_run(
+        store,
+        "run1",
+        [
+            ("11", "up", [("a", keys[("up", "a")][1], "11_0")]),
+            ("12", "down", [(f"a/{i}", keys[("down", f"a/{i}")][1], f"12_{i}") for i in range(2)]),
+        ],
+    )
 
 
 @pytest.mark.parametrize("publishes_during", ["sacct", "squeue"])
-def test_a_task_that_publishes_while_slurm_is_asked_is_done_and_blocks_nothing(tmp_path, config, monkeypatch,
-                                                                               publishes_during):
+def test_a_task_that_publishes_while_slurm_is_asked_is_done_and_blocks_nothing(
+    tmp_path, config, monkeypatch, publishes_during
+):
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["down"], steps=STEPS)
     keys = _keys(plan)
@@ -373,10 +460,18 @@ def test_a_task_that_publishes_while_slurm_is_asked_is_done_and_blocks_nothing(t
     manifest = store.path(*keys[("up", "a")]) / MANIFEST
     publish = f"mkdir -p '{manifest.parent}' && echo '{{\"files\": {{}}}}' > '{manifest}'"
     bin_dir = tmp_path / "bin"
-    _fake(bin_dir, "sacct", "11_0|RUNNING|None\n12_0|PENDING|Dependency\n12_1|PENDING|Dependency",
-          publish if publishes_during == "sacct" else "")
-    _fake(bin_dir, "squeue", "11_0|COMPLETING|None\n12_0|PENDING|Dependency\n12_1|PENDING|Dependency",
-          publish if publishes_during == "squeue" else "")
+    _fake(
+        bin_dir,
+        "sacct",
+        "11_0|RUNNING|None\n12_0|PENDING|Dependency\n12_1|PENDING|Dependency",
+        publish if publishes_during == "sacct" else "",
+    )
+    _fake(
+        bin_dir,
+        "squeue",
+        "11_0|COMPLETING|None\n12_0|PENDING|Dependency\n12_1|PENDING|Dependency",
+        publish if publishes_during == "squeue" else "",
+    )
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert not plan.tasks[0].complete  # planned before it published
     snap = slurm.snapshot(store.root, plan, strict=True)
@@ -393,12 +488,18 @@ def test_a_job_slurm_has_purged_is_gone_never_an_error(tmp_path, config, monkeyp
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["up"], steps=STEPS)
     keys = _keys(plan)
-    _record_run(store, "run1", [(str(11 + i), "up", [(t, keys[("up", t)][1], str(11 + i))])
-                                for i, t in enumerate("ab"[:ids])])
+    _record_run(
+        store, "run1", [(str(11 + i), "up", [(t, keys[("up", t)][1], str(11 + i))]) for i, t in enumerate("ab"[:ids])]
+    )
     bin_dir = tmp_path / "bin"
     _fake(bin_dir, "sacct", "")  # accounting lost them too
-    _fake(bin_dir, "squeue", "", code=1 if ids == 1 else 0,
-          stderr="slurm_load_jobs error: Invalid job id specified" if ids == 1 else "")
+    _fake(
+        bin_dir,
+        "squeue",
+        "",
+        code=1 if ids == 1 else 0,
+        stderr="slurm_load_jobs error: Invalid job id specified" if ids == 1 else "",
+    )
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     states = slurm.slurm_states(store.root, plan, strict=True)
     assert [(s.state, s.queued) for s in states.values()] == [(slurm.GONE, False)] * ids
@@ -408,19 +509,29 @@ def test_a_job_slurm_has_purged_is_gone_never_an_error(tmp_path, config, monkeyp
     assert {s.state for s in slurm.slurm_states(store.root, plan).values()} == {slurm.UNKNOWN}
 
 
-def test_queued_jobs_of_another_plan_are_named_and_those_writing_here_may_be_cancelled(tmp_path, config,
-                                                                                       monkeypatch):
+def test_queued_jobs_of_another_plan_are_named_and_those_writing_here_may_be_cancelled(tmp_path, config, monkeypatch):
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["up"], steps=STEPS)
     keys = _keys(plan)
     results = str(tmp_path / "results" / "smoke")
     # an older plan's tabulate-like job writing results/smoke, a packed element that also runs up[a]
     # of this plan, and one of another config writing elsewhere
-    _record_run(store, "old", [("20", "report", [("x", "oldkey1", "20")]),
-                               ("21", "up", [("a", keys[("up", "a")][1], "21_0"), ("b", "oldkey2", "21_0")])],
-                writes={"x": results})
-    _record_run(store, "other", [("30", "report", [("x", "otherkey", "30")])], config_name="demo",
-                writes={"x": str(tmp_path / "results" / "demo")})
+    _record_run(
+        store,
+        "old",
+        [
+            ("20", "report", [("x", "oldkey1", "20")]),
+            ("21", "up", [("a", keys[("up", "a")][1], "21_0"), ("b", "oldkey2", "21_0")]),
+        ],
+        writes={"x": results},
+    )
+    _record_run(
+        store,
+        "other",
+        [("30", "report", [("x", "otherkey", "30")])],
+        config_name="demo",
+        writes={"x": str(tmp_path / "results" / "demo")},
+    )
     bin_dir = tmp_path / "bin"
     _fake(bin_dir, "sacct", "21_0|RUNNING|None")
     _fake(bin_dir, "squeue", "20|PENDING|Dependency\n21_0|RUNNING|None\n30|PENDING|Resources")
@@ -436,17 +547,21 @@ def test_queued_jobs_of_another_plan_are_named_and_those_writing_here_may_be_can
     from pipeline.status import foreign_lines
 
     (older, other) = foreign_lines(snap.foreign, "smoke")
-    assert older.startswith("2 queued jobs (2 tasks) belong to an older plan of config smoke: 20 report[x] "
-                            f"(pending, writes {results}), 21_0 up[b] (running)")
+    assert older.startswith(
+        "2 queued jobs (2 tasks) belong to an older plan of config smoke: 20 report[x] "
+        f"(pending, writes {results}), 21_0 up[b] (running)"
+    )
     assert other.startswith("1 queued job (1 task) belongs to config demo: 30 report[x] (pending, writes ")
 
 
 def test_a_second_holder_of_the_submission_lock_waits_and_names_the_first(tmp_path):
     heard: list[str] = []
-    with slurm.submission_lock(tmp_path, "submit"):
-        with pytest.raises(PipelineError) as err:
-            with slurm.submission_lock(tmp_path, "submit", heard.append, wait_s=0.5):
-                pass
+    with (
+        slurm.submission_lock(tmp_path, "submit"),
+        pytest.raises(PipelineError) as err,
+        slurm.submission_lock(tmp_path, "submit", heard.append, wait_s=0.5),
+    ):
+        pass
     holder = f"`pipeline submit` (pid {os.getpid()} on "
     assert len(heard) == 1 and heard[0].startswith(f"waiting for {holder}") and str(tmp_path) in heard[0]
     assert str(err.value).startswith(f"{tmp_path / slurm.RECORDS / slurm.LOCK} is still held by {holder}")
@@ -472,21 +587,34 @@ def test_status_shows_a_packed_elements_log_once_and_why_slurm_keeps_jobs_waitin
     store = Store(tmp_path / "artifacts")
     plan = build_plan(config, store, ["down"], steps=STEPS)
     keys = _keys(plan)
-    folder = _record_run(store, "run1", [
-        ("11", "up", [(t, keys[("up", t)][1], "11_0") for t in "abc"] + [(t, keys[("up", t)][1], f"11_{i}")
-                                                                          for i, t in ((1, "d"), (2, "e"))]),
-        ("12", "down", [(f"d/{i}", keys[("down", f"d/{i}")][1], f"12_{i}") for i in range(2)]),
-        ("13", "down", [("e/0", keys[("down", "e/0")][1], "13")]),
-        ("14", "down", [("e/1", keys[("down", "e/1")][1], "14")])])
+    folder = _record_run(
+        store,
+        "run1",
+        [
+            (
+                "11",
+                "up",
+                [(t, keys[("up", t)][1], "11_0") for t in "abc"]
+                + [(t, keys[("up", t)][1], f"11_{i}") for i, t in ((1, "d"), (2, "e"))],
+            ),
+            ("12", "down", [(f"d/{i}", keys[("down", f"d/{i}")][1], f"12_{i}") for i in range(2)]),
+            ("13", "down", [("e/0", keys[("down", "e/0")][1], "13")]),
+            ("14", "down", [("e/1", keys[("down", "e/1")][1], "14")]),
+        ],
+    )
     (folder / "11_0_0_log.err").write_text("up[a] failed: KeyError: 'size' (log: ...)\nsubmitit ERROR: 2 of 3 failed\n")
     for task_id, text in (("a", "Traceback (most recent call last):\nKeyError: 'size'\n"), ("c", "error: c broke\n")):
         task_log(store.root, "up", keys[("up", task_id)][1]).parent.mkdir(parents=True, exist_ok=True)
         task_log(store.root, "up", keys[("up", task_id)][1]).write_text(text)
     drained = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
     _fake(tmp_path / "bin", "sacct", "11_0|FAILED|NonZeroExitCode\n11_[1-2]|RUNNING|None")
-    _fake(tmp_path / "bin", "squeue", f"11_1|RUNNING|None\n11_2|RUNNING|None\n12_0|PENDING|{drained}\n"
-                                      f"12_1|PENDING|{drained}\n"
-                                      f"13|PENDING|Resources\n14|PENDING|BeginTime")
+    _fake(
+        tmp_path / "bin",
+        "squeue",
+        f"11_1|RUNNING|None\n11_2|RUNNING|None\n12_0|PENDING|{drained}\n"
+        f"12_1|PENDING|{drained}\n"
+        f"13|PENDING|Resources\n14|PENDING|BeginTime",
+    )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     lines = list(report(plan, store, config))
     text = "\n".join(lines)
@@ -496,10 +624,16 @@ def test_status_shows_a_packed_elements_log_once_and_why_slurm_keeps_jobs_waitin
     assert f"    a: KeyError: 'size' (log {task_log(store.root, 'up', keys[('up', 'a')][1])})" in lines
     assert f"    c: error: c broke (log {task_log(store.root, 'up', keys[('up', 'c')][1])})" in lines
     assert "    b: stopped before the end, no log of its own" in lines
-    assert any(line.startswith(f"  2 tasks d/* pending in 2 jobs (12_0, 12_1): Slurm says {drained!r}: a node "
-                               "it needs is down or drained: `sinfo -R` says why") for line in lines), text
-    assert any(line.startswith("  e/0 pending in 1 job (13): Slurm says 'Resources': the nodes have no free")
-               for line in lines), text
+    assert any(
+        line.startswith(
+            f"  2 tasks d/* pending in 2 jobs (12_0, 12_1): Slurm says {drained!r}: a node "
+            "it needs is down or drained: `sinfo -R` says why"
+        )
+        for line in lines
+    ), text
+    assert any(
+        line.startswith("  e/0 pending in 1 job (13): Slurm says 'Resources': the nodes have no free") for line in lines
+    ), text
     assert any(line.startswith("  e/1 pending in 1 job (14): Slurm says 'BeginTime'") for line in lines), text
     assert "down           0/10 done, 4 pending" in lines
 
@@ -523,8 +657,10 @@ def test_an_export_never_replaces_one_of_a_run_planned_later(tmp_path, monkeypat
     monkeypatch.setenv(PLANNED_VARIABLE, "1000.0")  # a job of a run submitted earlier, running late
     export_tree(old, dst)
     assert (dst / "table.csv").read_text() == "new"
-    assert "not replaced: it holds the export of a run submitted at 1970-01-01T00:33:20+00:00, later than this " \
-           "one (1970-01-01T00:16:40+00:00)" in capsys.readouterr().err
+    assert (
+        "not replaced: it holds the export of a run submitted at 1970-01-01T00:33:20+00:00, later than this "
+        "one (1970-01-01T00:16:40+00:00)" in capsys.readouterr().err
+    )
     monkeypatch.delenv(PLANNED_VARIABLE)  # a local run: planned now, so it replaces them, and says so
     export_tree(old, dst)
     assert (dst / "table.csv").read_text() == "old"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.images import load_file
-from pipeline.data.sampling import choose, from_manifest, make_manifest, file_checksums
+from pipeline.data.sampling import choose, file_checksums, from_manifest, make_manifest
 from pipeline.data.shards import ShardSet, read_shard, shard_length, write_shard
 from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError
@@ -118,8 +118,7 @@ def test_splits_are_seeded_and_disjoint(class_tree):
 def test_manifest_round_trip_and_tampering(class_tree, tmp_path):
     listing = SOURCES["imagenet_r"].list(class_tree, None)
     chosen = choose(listing, [("test", 5)], seed=0, what="d")
-    manifest = make_manifest("r", "imagenet_r", 0, listing.classes, chosen,
-                             file_checksums(class_tree, chosen["test"]))
+    manifest = make_manifest("r", "imagenet_r", 0, listing.classes, chosen, file_checksums(class_tree, chosen["test"]))
     path = tmp_path / "m.json"
     assert from_manifest(manifest, path, class_tree, [("test", 5)]) == chosen
     victim = class_tree / chosen["test"][0].file
@@ -138,7 +137,7 @@ def test_manifest_round_trip_and_tampering(class_tree, tmp_path):
 def test_shards_round_trip_and_span(tmp_path):
     images = np.arange(10 * 3 * 4 * 4, dtype=np.uint8).reshape(10, 3, 4, 4)
     for i in range(2):
-        write_shard(tmp_path / f"s{i}.h5", {"images": images[5 * i:5 * i + 5], "ids": np.array(list("abcde"))})
+        write_shard(tmp_path / f"s{i}.h5", {"images": images[5 * i : 5 * i + 5], "ids": np.array(list("abcde"))})
     shards = ShardSet([tmp_path / "s0.h5", tmp_path / "s1.h5"], [5, 5])
     part = shards.read(3, 8, ["images", "ids"])
     assert np.array_equal(part["images"], images[3:8]) and list(part["ids"]) == list("deabc")
@@ -155,17 +154,20 @@ def _cifar_with_labels(path, labels, count=4):
         pickle.dump({b"data": np.zeros((count, 3072), np.uint8), b"labels": labels}, handle, protocol=2)
 
 
-@pytest.mark.parametrize("labels, fragment", [
-    (["cat", "dog", "cat", "dog"], "'labels' must be 4 integers, one per image, not <U3 (4,)"),
-    ([[1, 2], [3], 4, 5], "'labels' must be 4 integers"),
-    ([1, 2, 3], "'labels' must be 4 integers, one per image, not int64 (3,)"),
-    ({"a": 1}, "'labels' must be 4 integers, one per image, not dict"),
-    ([0, 1, 2, 10], "'labels' must lie in 0-9, found 0-10"),
-    ([0, -1, 2, 3], "found -1-3"),
-    ([True, False, True, True], "not bool (4,)"),
-    ([0.5, 1, 2, 3], "not float64 (4,)"),
-    ([2**70, 1, 2, 3], "not object (4,)"),
-])
+@pytest.mark.parametrize(
+    "labels, fragment",
+    [
+        (["cat", "dog", "cat", "dog"], "'labels' must be 4 integers, one per image, not <U3 (4,)"),
+        ([[1, 2], [3], 4, 5], "'labels' must be 4 integers"),
+        ([1, 2, 3], "'labels' must be 4 integers, one per image, not int64 (3,)"),
+        ({"a": 1}, "'labels' must be 4 integers, one per image, not dict"),
+        ([0, 1, 2, 10], "'labels' must lie in 0-9, found 0-10"),
+        ([0, -1, 2, 3], "found -1-3"),
+        ([True, False, True, True], "not bool (4,)"),
+        ([0.5, 1, 2, 3], "not float64 (4,)"),
+        ([2**70, 1, 2, 3], "not object (4,)"),
+    ],
+)
 def test_malformed_cifar_labels_fail_naming_the_batch(cifar_dir, labels, fragment):
     _cifar_with_labels(cifar_dir / "data_batch_2", labels)
     with pytest.raises(PipelineError, match="CIFAR batch .*data_batch_2: ") as err:
@@ -190,22 +192,31 @@ def _manifest(class_tree):
     return make_manifest("r", "imagenet_r", 0, listing.classes, chosen, file_checksums(class_tree, chosen["test"]))
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda m: [m], "the top level must be an object, not ["),
-    (lambda m: {**m, "format": 2}, "'format' must be 1, not 2"),
-    (lambda m: {**m, "classes": 3}, "'classes' must be null or a list of class names, not 3"),
-    (lambda m: {**m, "files": ["a"]}, "'files' must be an object of file -> sha256"),
-    (lambda m: {**m, "files": {k: 7 for k in m["files"]}}, "must be a sha256 (64 hex digits), not 7"),
-    (lambda m: {**m, "splits": []}, "'splits' must be an object of split -> entries, not []"),
-    (lambda m: {**m, "splits": {"test": {"0": 1}}}, "'splits.test' must be a list of entries"),
-    (lambda m: {**m, "splits": {"test": [5]}}, "'splits.test[0]' must be an object with id, file and label, not 5"),
-    (lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "label": "cat"}]}},
-     "'splits.test[0].label' must be an integer, not \"cat\""),
-    (lambda m: {**m, "splits": {"test": [{"id": "x", "label": 1}]}},
-     "'splits.test[0].file' must be a path relative to the dataset root, not null"),
-    (lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "id": ["x"] * 30}]}},
-     "'splits.test[0].id' must be text, not [\"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"..."),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda m: [m], "the top level must be an object, not ["),
+        (lambda m: {**m, "format": 2}, "'format' must be 1, not 2"),
+        (lambda m: {**m, "classes": 3}, "'classes' must be null or a list of class names, not 3"),
+        (lambda m: {**m, "files": ["a"]}, "'files' must be an object of file -> sha256"),
+        (lambda m: {**m, "files": {k: 7 for k in m["files"]}}, "must be a sha256 (64 hex digits), not 7"),
+        (lambda m: {**m, "splits": []}, "'splits' must be an object of split -> entries, not []"),
+        (lambda m: {**m, "splits": {"test": {"0": 1}}}, "'splits.test' must be a list of entries"),
+        (lambda m: {**m, "splits": {"test": [5]}}, "'splits.test[0]' must be an object with id, file and label, not 5"),
+        (
+            lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "label": "cat"}]}},
+            "'splits.test[0].label' must be an integer, not \"cat\"",
+        ),
+        (
+            lambda m: {**m, "splits": {"test": [{"id": "x", "label": 1}]}},
+            "'splits.test[0].file' must be a path relative to the dataset root, not null",
+        ),
+        (
+            lambda m: {**m, "splits": {"test": [{**m["splits"]["test"][0], "id": ["x"] * 30}]}},
+            '\'splits.test[0].id\' must be text, not ["x", "x", "x", "x", "x", "x", "x", "...',
+        ),
+    ],
+)
 def test_malformed_manifests_fail_naming_the_key(class_tree, tmp_path, damage, fragment):
     from pipeline.data.sampling import read_manifest
 
@@ -234,18 +245,22 @@ def _hostile_shards(folder):
     with h5py.File(folder / "virtual.h5", "w") as handle:
         handle.create_virtual_dataset("images", layout)
     with h5py.File(folder / "huge.h5", "w") as handle:  # declared, never written: the file stays small
-        handle.create_dataset("images", shape=(100_000, 3, 256, 256), dtype=np.float32, chunks=(1, 3, 256, 256),
-                              compression="gzip")
+        handle.create_dataset(
+            "images", shape=(100_000, 3, 256, 256), dtype=np.float32, chunks=(1, 3, 256, 256), compression="gzip"
+        )
     return folder
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("external-storage", "keeps its data outside the shard"),
-    ("external-link", "'images' is a link (ExternalLink), not data stored in the shard"),
-    ("soft-link", "'images' is a link (SoftLink)"),
-    ("virtual", "keeps its data outside the shard"),
-    ("huge", "declares shape (100000, 3, 256, 256) of float32, 73.2 GiB to read, more than this machine's memory"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("external-storage", "keeps its data outside the shard"),
+        ("external-link", "'images' is a link (ExternalLink), not data stored in the shard"),
+        ("soft-link", "'images' is a link (SoftLink)"),
+        ("virtual", "keeps its data outside the shard"),
+        ("huge", "declares shape (100000, 3, 256, 256) of float32, 73.2 GiB to read, more than this machine's memory"),
+    ],
+)
 def test_hostile_hdf5_shards_fail_naming_the_file(tmp_path, name, fragment):
     folder = _hostile_shards(tmp_path / "shards")
     path = folder / f"{name}.h5"

@@ -108,7 +108,7 @@ def victim():
         # test_adam_matches_reference_update) avoids torch.optim's slow first import
         params = list(model.parameters())
         opts = [_Adam(p, 1e-2) for p in params]
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             perm = torch.randperm(len(x_train), generator=gen)
             for k in range(0, len(x_train), BATCH):
                 idx = perm[k : k + BATCH]

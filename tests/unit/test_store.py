@@ -17,8 +17,18 @@ pytestmark = pytest.mark.unit
 def test_key_depends_on_everything_it_hashes():
     base = artifact_key("s", 1, {"a": 1}, {"in": "k"})
     assert base == artifact_key("s", 1, {"a": 1}, {"in": "k"})
-    assert len({base, artifact_key("t", 1, {"a": 1}, {"in": "k"}), artifact_key("s", 2, {"a": 1}, {"in": "k"}),
-                artifact_key("s", 1, {"a": 2}, {"in": "k"}), artifact_key("s", 1, {"a": 1}, {"in": "j"})}) == 5
+    assert (
+        len(
+            {
+                base,
+                artifact_key("t", 1, {"a": 1}, {"in": "k"}),
+                artifact_key("s", 2, {"a": 1}, {"in": "k"}),
+                artifact_key("s", 1, {"a": 2}, {"in": "k"}),
+                artifact_key("s", 1, {"a": 1}, {"in": "j"}),
+            }
+        )
+        == 5
+    )
 
 
 def test_publish_writes_manifest_with_checksums(tmp_path):
@@ -36,10 +46,9 @@ def test_publish_writes_manifest_with_checksums(tmp_path):
 
 def test_failed_write_publishes_nothing(tmp_path):
     store = Store(tmp_path)
-    with pytest.raises(RuntimeError):
-        with store.staging("step", "abc") as tmp:
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), store.staging("step", "abc") as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed")
     assert not store.is_complete("step", "abc")
     assert list((tmp_path / "step").iterdir()) == []
 

@@ -12,8 +12,15 @@ from pipeline.tables import CLEAN, Evaluations, Row, detection_table, latex_esca
 
 pytestmark = pytest.mark.unit
 
-TITLES = {"fgsm": "FGSM", "pgd": "PGD", "ssah": "SSAH", "deepfool": "DeepFool", "bim": "BIM", "cw": "CW",
-          "jsma": "JSMA"}
+TITLES = {
+    "fgsm": "FGSM",
+    "pgd": "PGD",
+    "ssah": "SSAH",
+    "deepfool": "DeepFool",
+    "bim": "BIM",
+    "cw": "CW",
+    "jsma": "JSMA",
+}
 
 
 def _frame(accuracy: list[float], score: float, flipped: list[bool] | None = None) -> pd.DataFrame:
@@ -22,8 +29,15 @@ def _frame(accuracy: list[float], score: float, flipped: list[bool] | None = Non
     n = len(accuracy)
     constant = {m: np.full(n, 0.5) for m in ("label_accuracy", "pixel_rate", "psnr", "ssim")}
     flips = np.array(flipped if flipped is not None else [False] * n)
-    return pd.DataFrame({"clean_pred": np.zeros(n, int), "input_pred": flips.astype(int),
-                         "recovery_accuracy": accuracy, **constant, "detection_score": np.full(n, score)})
+    return pd.DataFrame(
+        {
+            "clean_pred": np.zeros(n, int),
+            "input_pred": flips.astype(int),
+            "recovery_accuracy": accuracy,
+            **constant,
+            "detection_score": np.full(n, score),
+        }
+    )
 
 
 def _evaluations(attacks: list[str]) -> Evaluations:
@@ -73,8 +87,10 @@ def test_cells_avg_and_the_identity_row():
 
 
 def test_latex_escapes_titles():
-    assert latex_escape("Net_1 & 50% {x} #2 $y ~ ^ \\") == \
-        r"Net\_1 \& 50\% \{x\} \#2 \$y \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    assert (
+        latex_escape("Net_1 & 50% {x} #2 $y ~ ^ \\")
+        == r"Net\_1 \& 50\% \{x\} \#2 \$y \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    )
 
 
 def _reported(tex: str) -> dict[str, list[str]]:
@@ -83,8 +99,14 @@ def _reported(tex: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in cells}
 
 
-@pytest.mark.parametrize("attacks", [["pgd", "fgsm"], ["jsma", "cw", "bim", "deepfool", "ssah", "pgd", "fgsm"],
-                                     ["fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma"]])
+@pytest.mark.parametrize(
+    "attacks",
+    [
+        ["pgd", "fgsm"],
+        ["jsma", "cw", "bim", "deepfool", "ssah", "pgd", "fgsm"],
+        ["fgsm", "pgd", "ssah", "deepfool", "bim", "cw", "jsma"],
+    ],
+)
 def test_paper_rows_sit_under_their_own_attack_whatever_the_order_or_subset(tmp_path, attacks):
     config = load_config("smoke", [f"attack.names=[{', '.join(attacks)}]"])
     assert config.attack.names == attacks
@@ -125,7 +147,8 @@ def test_rows_that_read_no_model_carry_the_spread_over_victims():
     assert seen.loc["identity", "fgsm"] == 0  # the table's own victim
     assert seen.loc["identity", "fgsm_victim_sd"] == pytest.approx(np.std([0, 50, 100], ddof=1))
     assert seen.loc["identity", "pgd_victim_sd"] == 0 and seen.loc["identity", "clean_victim_sd"] == 0
-    assert seen.loc["identity", "avg_victim_sd"] == pytest.approx(np.std(
-        [(100 + 0 + 25) / 3, (100 + 50 + 25) / 3, (100 + 100 + 25) / 3], ddof=1))
+    assert seen.loc["identity", "avg_victim_sd"] == pytest.approx(
+        np.std([(100 + 0 + 25) / 3, (100 + 50 + 25) / 3, (100 + 100 + 25) / 3], ddof=1)
+    )
     for column in ("fgsm_victim_sd", "avg_victim_sd"):  # learned rows (two seeds here): seeds only
         assert np.isnan(seen.loc["net", column])

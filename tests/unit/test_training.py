@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from pipeline.losses import LossParams, bind_loss, freeze, sse
 from pipeline.models import ConvVAE, recover
 from pipeline.training import (
-    CheckpointError, TrainingDiverged, TrainSpec, plot_history, train, write_history_csv,
+    CheckpointError,
+    TrainingDiverged,
+    TrainSpec,
+    plot_history,
+    train,
+    write_history_csv,
 )
 
 pytestmark = pytest.mark.unit
@@ -70,8 +75,14 @@ def test_training_learns_more_than_the_mean_image_and_steps_lr(tmp_path):
     mean_image_sse = sse(xf.mean(0, keepdim=True).expand_as(xf), xf).item()
     torch.manual_seed(0)
     cae = ConvVAE(SHAPE, [64, 16], kernel=3)
-    history = train({"cae": cae}, bind_loss("vae", {"model": cae}, LossParams(1e-3, "sum")), {"x": x},
-                    spec(12, batch_size=8, lr=0.01, milestones=[8]), tmp_path / "ck.pt", CPU)
+    history = train(
+        {"cae": cae},
+        bind_loss("vae", {"model": cae}, LossParams(1e-3, "sum")),
+        {"x": x},
+        spec(12, batch_size=8, lr=0.01, milestones=[8]),
+        tmp_path / "ck.pt",
+        CPU,
+    )
     assert [r["epoch"] for r in history] == list(range(12))
     assert set(history[0]) == {"epoch", "lr", "steps", "recon", "kl", "total"}
     assert history[0]["steps"] == len(x) // 8

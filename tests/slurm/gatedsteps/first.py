@@ -11,6 +11,13 @@ def run(ctx, task: Task) -> None:
     (ctx.out / "value.txt").write_text(task.id)
 
 
-STEP = Step(name="first", version=1, needs=(), reads=(), resources=Resources(),
-            tasks=lambda sections, upstream: [Task("first", name, {"name": name}) for name in ("a", "b")],
-            run=run, description="test-only: waits for its gate")
+STEP = Step(
+    name="first",
+    version=1,
+    needs=(),
+    reads=(),
+    resources=Resources(),
+    tasks=lambda sections, upstream: [Task("first", name, {"name": name}) for name in ("a", "b")],
+    run=run,
+    description="test-only: waits for its gate",
+)

@@ -9,7 +9,15 @@ def run(ctx, task: Task) -> None:
     (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in ctx.inputs_named("second")))
 
 
-STEP = Step(name="last", version=1, needs=("second",), reads=(), resources=Resources(),
-            tasks=lambda sections, upstream: [Task("last", "all", {}, {f"second:{t.id}": Ref("second", t.id)
-                                                                        for t in upstream["second"]})],
-            run=run, description="test-only: reads everything")
+STEP = Step(
+    name="last",
+    version=1,
+    needs=("second",),
+    reads=(),
+    resources=Resources(),
+    tasks=lambda sections, upstream: [
+        Task("last", "all", {}, {f"second:{t.id}": Ref("second", t.id) for t in upstream["second"]})
+    ],
+    run=run,
+    description="test-only: reads everything",
+)

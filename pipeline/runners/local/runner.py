@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.dag import Plan, Planned
 from pipeline.errors import PipelineError
 from pipeline.execute import execute
-from pipeline.runners.resources import allot, detect_machine
+from pipeline.runners.local.resources import allot, detect_machine
 from pipeline.store import Store
 
 
@@ -28,13 +28,16 @@ def parse_jobs(text: str) -> int:
     except ValueError:
         jobs = -1
     if jobs < 0:
-        raise PipelineError(f"-j/--jobs {text!r}: expected a number of tasks at once (1, 2, ...; 0: as many as "
-                            f"the machine's cores, GPUs and memory allow)")
+        raise PipelineError(
+            f"-j/--jobs {text!r}: expected a number of tasks at once (1, 2, ...; 0: as many as "
+            f"the machine's cores, GPUs and memory allow)"
+        )
     return jobs
 
 
-def run_plan(plan: Plan, store: Store, config: Config, echo: Callable[[str], None] = print,
-             jobs: int | None = None) -> int:
+def run_plan(
+    plan: Plan, store: Store, config: Config, echo: Callable[[str], None] = print, jobs: int | None = None
+) -> int:
     """Run the plan's pending tasks, ``jobs`` at once (default ``runtime.jobs``; 0: as many as the
     machine allows); returns how many ran. When tasks fail, the others still finish and
     ``TasksFailed`` is raised; with one task at a time, the first failure stops the run."""
@@ -46,12 +49,11 @@ def run_plan(plan: Plan, store: Store, config: Config, echo: Callable[[str], Non
         echo("nothing to do")
         return 0
     runtime = config.runtime
-    allotment = allot(pending, detect_machine(runtime.device), runtime.jobs if jobs is None else jobs,
-                      runtime.threads)
+    allotment = allot(pending, detect_machine(runtime.device), runtime.jobs if jobs is None else jobs, runtime.threads)
     if allotment.workers == 1:
         _run_here(pending, store, config, echo)
     else:
-        from pipeline.runners.parallel import run_parallel
+        from pipeline.runners.local.parallel import run_parallel
 
         run_parallel(pending, store, config, allotment, echo)
     echo(f"done: {len(pending)} task(s)")

@@ -24,7 +24,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.dag import Plan, build_plan, discover
 from pipeline.errors import PipelineError
 from pipeline.execute import PLANNED_VARIABLE, execute, pin_git_commit
-from pipeline.runners.parallel import task_log
+from pipeline.runners.logs import task_log
 from pipeline.store import Store
 
 
@@ -66,15 +66,20 @@ class TaskRunner:
             else:
                 log.unlink(missing_ok=True)  # what an earlier attempt left
         if errors:
-            raise PipelineError("; ".join(errors) if len(task_ids) == 1 else
-                                f"{len(errors)} of {len(task_ids)} tasks failed: {'; '.join(errors)}")
+            raise PipelineError(
+                "; ".join(errors)
+                if len(task_ids) == 1
+                else f"{len(errors)} of {len(task_ids)} tasks failed: {'; '.join(errors)}"
+            )
         return outcomes
 
     def _execute(self, plan: Plan, store: Store, config: Config, task_id: str, key: str) -> str:
         planned = plan.find(self.step, task_id)
         if planned.key != key:
-            raise PipelineError(f"{planned.label} now has key {planned.key}, but was submitted as {key}: "
-                                f"the code or the data changed since submitting; submit again")
+            raise PipelineError(
+                f"{planned.label} now has key {planned.key}, but was submitted as {key}: "
+                f"the code or the data changed since submitting; submit again"
+            )
         return execute(planned, store, config)
 
     def _failed(self, task_id: str, log: Path, message: str, text: str) -> str:

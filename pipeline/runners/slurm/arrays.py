@@ -63,9 +63,12 @@ class ArrayJob:
             numbers, ids = by_step.setdefault(upstream.step.name, ([], []))
             numbers.append(upstream.number)
             ids += [p.task.id for i in indices for p in upstream.elements[i]]
-        parts = [(f"#{numbers[0]} " if len(numbers) == 1 else "") + f"{step}[{id_pattern(ids)}] ({_count(len(ids))}"
-                 + (f" in {len(numbers)} jobs)" if len(numbers) > 1 else ")")
-                 for step, (numbers, ids) in by_step.items()]
+        parts = [
+            (f"#{numbers[0]} " if len(numbers) == 1 else "")
+            + f"{step}[{id_pattern(ids)}] ({_count(len(ids))}"
+            + (f" in {len(numbers)} jobs)" if len(numbers) > 1 else ")")
+            for step, (numbers, ids) in by_step.items()
+        ]
         if self.after_queued:
             jobs = len(self.after_queued)
             parts.append(f"{_count(self.after_queued_tasks)} queued earlier ({jobs} job{'s' * (jobs > 1)})")
@@ -84,8 +87,9 @@ def id_pattern(ids: Sequence[str]) -> str:
     return "/".join(pattern + (["*"] if len({len(p) for p in parts}) > 1 else []))
 
 
-def array_jobs(plan: Plan, queued: Mapping[Ref, str] | None = None, pack: Mapping[str, int] | None = None) \
-        -> list[ArrayJob]:
+def array_jobs(
+    plan: Plan, queued: Mapping[Ref, str] | None = None, pack: Mapping[str, int] | None = None
+) -> list[ArrayJob]:
     """The plan's pending tasks grouped into jobs in dependency order.
 
     ``queued`` maps pending artifacts that an earlier submission already has in the queue to their
@@ -104,9 +108,9 @@ def array_jobs(plan: Plan, queued: Mapping[Ref, str] | None = None, pack: Mappin
     where: dict[Ref, tuple[int, int]] = {}  # artifact -> (job number, element index)
     for (step, _), tasks in groups.items():
         size = pack.get(step, 1)
-        elements = [tasks[start:start + size] for start in range(0, len(tasks), size)]
+        elements = [tasks[start : start + size] for start in range(0, len(tasks), size)]
         for first in range(0, len(elements), MAX_ARRAY):
-            job = ArrayJob(len(jobs) + 1, plan.steps[step], elements[first:first + MAX_ARRAY])
+            job = ArrayJob(len(jobs) + 1, plan.steps[step], elements[first : first + MAX_ARRAY])
             upstream = frozenset().union(*(_upstream(p, pending) for p in job.tasks))
             job.after_queued = sorted({queued[ref] for ref in upstream if ref in queued})
             job.after_queued_tasks = len(upstream & queued.keys())

@@ -101,20 +101,32 @@ class Profile(Settings):
         """The sbatch settings of one step, each with the place that set it."""
         resources = step.resources
         kind = "gpu" if resources.gpus else "cpu"
-        layers: list[tuple[str | None, dict[str, Any]]] = [(None, {
-            "cpus_per_task": resources.cpus, "mem": resources.mem, "time": resources.time,
-            "gres": f"gpu:{resources.gpus}" if resources.gpus else None,
-            "pack": SMALL_PACK if step.small else 1})]
-        layers += [(where, _values(settings)) for where, settings in self.blocks()
-                   if where in ("", kind, f"steps.{step.name}")]
+        layers: list[tuple[str | None, dict[str, Any]]] = [
+            (
+                None,
+                {
+                    "cpus_per_task": resources.cpus,
+                    "mem": resources.mem,
+                    "time": resources.time,
+                    "gres": f"gpu:{resources.gpus}" if resources.gpus else None,
+                    "pack": SMALL_PACK if step.small else 1,
+                },
+            )
+        ]
+        layers += [
+            (where, _values(settings)) for where, settings in self.blocks() if where in ("", kind, f"steps.{step.name}")
+        ]
         values: dict[str, Any] = dict(DEFAULTS)
         origin = {name: "the built-in default" for name in DEFAULTS}
         for where, layer in layers:
             for name, value in layer.items():
                 if value is not None:
                     values[name] = {**values.get(name, {}), **_flags(value)} if name == "extra" else value
-                    origin[name] = f"the Resources of step {step.name!r}" if where is None \
+                    origin[name] = (
+                        f"the Resources of step {step.name!r}"
+                        if where is None
                         else f"profile key {_join(where, name)!r}"
+                    )
         return JobSettings(values, origin)
 
 
@@ -130,8 +142,11 @@ class JobSettings:
 
     def submitit_parameters(self, checkpointable: bool) -> dict[str, Any]:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
-        params = {_RENAMED.get(k, k): _CONVERT[k](v) if k in _CONVERT else v for k, v in self.values.items()
-                  if k not in _NOT_SBATCH}
+        params: dict[str, Any] = {
+            _RENAMED.get(k, k): _CONVERT[k](v) if k in _CONVERT else v
+            for k, v in self.values.items()
+            if k not in _NOT_SBATCH
+        }
         # submitit requeues checkpointable steps with ``scontrol requeue``; the job must allow it
         flags = {**RUNNER_FLAGS, **({"requeue": True} if checkpointable else {})}
         params["additional_parameters"] = {**flags, **params.get("additional_parameters", {})}
@@ -155,8 +170,14 @@ def _join(where: str, key: str) -> str:
 
 _TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d{2}))?(?::(\d{2}))?")
 # Which unit each colon-separated number has, by (has days, how many numbers).
-_TIME_UNITS = {(False, 1): (60,), (False, 2): (60, 1), (False, 3): (3600, 60, 1),
-               (True, 1): (3600,), (True, 2): (3600, 60), (True, 3): (3600, 60, 1)}
+_TIME_UNITS = {
+    (False, 1): (60,),
+    (False, 2): (60, 1),
+    (False, 3): (3600, 60, 1),
+    (True, 1): (3600,),
+    (True, 2): (3600, 60),
+    (True, 3): (3600, 60, 1),
+}
 
 
 def minutes(time: str) -> int:
@@ -190,7 +211,8 @@ _FLAG = re.compile(r"[a-z][a-z0-9_-]*")
 _FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:=@%/+-]+")
 # sbatch's long options (Slurm 22.05). sbatch also takes any unambiguous prefix of one, so a flag
 # must be written in full: ``part`` would be read as ``--partition``.
-SBATCH_OPTIONS = frozenset("""
+SBATCH_OPTIONS = frozenset(
+    """
     account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint container
     contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot dependency
     distribution error exclude exclusive export export-file extra-node-info get-user-env gid gpu-bind gpu-freq
@@ -200,18 +222,44 @@ SBATCH_OPTIONS = frozenset("""
     ntasks-per-node ntasks-per-socket open-mode output overcommit oversubscribe parsable partition power prefer
     priority profile propagate qos quiet reboot requeue reservation signal sockets-per-node spread-job switches
     test-only thread-spec threads-per-core time time-min tmp uid usage use-min-nodes verbose version wait
-    wait-all-nodes wckey wrap""".split())
+    wait-all-nodes wckey wrap""".split()
+)
 # sbatch flags the runner sets itself, that have a profile key of their own, or that would keep
 # submitit from reading the job id sbatch prints (or from submitting at all).
-_RESERVED_FLAGS = {"array", "dependency", "output", "error", "open-mode", "signal", "job-name", "wrap",
-                   "partition", "account", "qos", "constraint", "gres", "cpus-per-task", "mem", "time",
-                   "requeue", "no-requeue", "parsable", "test-only", "wait", "help", "usage", "version"}
+_RESERVED_FLAGS = {
+    "array",
+    "dependency",
+    "output",
+    "error",
+    "open-mode",
+    "signal",
+    "job-name",
+    "wrap",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "gres",
+    "cpus-per-task",
+    "mem",
+    "time",
+    "requeue",
+    "no-requeue",
+    "parsable",
+    "test-only",
+    "wait",
+    "help",
+    "usage",
+    "version",
+}
 
 
 def _check(settings: Settings, where: str) -> None:
     if isinstance(settings.time, int):  # YAML reads an unquoted 4:00:00 as the number 14400
-        raise PipelineError(f"key {_join(where, 'time')!r}: YAML read the value as the number {settings.time}; "
-                            f"quote the time, e.g. '04:00:00'")
+        raise PipelineError(
+            f"key {_join(where, 'time')!r}: YAML read the value as the number {settings.time}; "
+            f"quote the time, e.g. '04:00:00'"
+        )
     for name, (pattern, what) in _FORMATS.items():
         value = getattr(settings, name)
         if value is not None and not pattern.fullmatch(value):
@@ -222,8 +270,10 @@ def _check(settings: Settings, where: str) -> None:
         key = _join(where, f"extra.{flag}")
         _check_flag(flag, key)
         if value is False or not (value is True or _FLAG_VALUE.fullmatch(str(value))):
-            raise PipelineError(f"key {key!r}: value {value!r} is not a plain sbatch value "
-                                f"(letters, digits and _.,:=@%/+-; true for a flag without a value)")
+            raise PipelineError(
+                f"key {key!r}: value {value!r} is not a plain sbatch value "
+                f"(letters, digits and _.,:=@%/+-; true for a flag without a value)"
+            )
 
 
 def _check_flag(flag: str, key: str) -> None:
@@ -234,8 +284,13 @@ def _check_flag(flag: str, key: str) -> None:
     if option not in SBATCH_OPTIONS:
         expands = sorted(o for o in SBATCH_OPTIONS if o.startswith(option))
         close = difflib.get_close_matches(option, SBATCH_OPTIONS, n=1)
-        hint = f"sbatch would read it as --{' or --'.join(expands)}" if expands else \
-            f"did you mean --{close[0]}?" if close else "see sbatch --help"
+        hint = (
+            f"sbatch would read it as --{' or --'.join(expands)}"
+            if expands
+            else f"did you mean --{close[0]}?"
+            if close
+            else "see sbatch --help"
+        )
         raise PipelineError(f"key {key!r}: {flag!r} is not an sbatch option written in full ({hint})")
     if option in _RESERVED_FLAGS:
         raise PipelineError(f"key {key!r}: --{option} is set by the runner or by its own profile key")

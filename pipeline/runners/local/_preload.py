@@ -31,7 +31,7 @@ def imported_by(module: ModuleType) -> set[str]:
 
 def preload() -> None:
     """Import what the steps' modules import, and what the modules of their package they use import."""
-    steps = {inspect.getmodule(step.run) for step in discover().values()}
+    steps = {module for step in discover().values() if (module := inspect.getmodule(step.run)) is not None}
     package = {m.__name__.partition(".")[0] for m in steps}
     seen: set[str] = set()
     todo = [m.__name__ for m in steps]

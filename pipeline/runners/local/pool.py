@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from pipeline.runners.worker import Job, Report, serve
+from pipeline.runners.local.worker import Job, Report, serve
 
 _STOP_TIMEOUT_S = 10.0
 
@@ -29,8 +29,9 @@ class Worker:
     def __init__(self, context: Any, visible: str | None, has_gpu: bool, config: dict[str, Any], root: Path):
         self.visible, self.has_gpu = visible, has_gpu
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, visible, config, str(root)),
-                                       name="pipeline-worker", daemon=True)
+        self.process = context.Process(
+            target=serve, args=(child, visible, config, str(root)), name="pipeline-worker", daemon=True
+        )
         self.process.start()
         child.close()
         self.job: Job | None = None
@@ -42,7 +43,7 @@ class Pool:
 
     def __init__(self, count: int, gpus: Sequence[str], config: dict[str, Any], root: Path):
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["pipeline.runners._preload"])
+        self._context.set_forkserver_preload(["pipeline.runners.local._preload"])
         # Ctrl-C is the runner's to handle: the fork server (so its workers) inherits SIGINT ignored
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
@@ -51,8 +52,9 @@ class Pool:
             signal.signal(signal.SIGINT, previous)
         self._config, self._root = config, root
         others = "" if gpus else os.environ.get("CUDA_VISIBLE_DEVICES")
-        self.workers = [self._start(gpus[i], True) if i < len(gpus) else self._start(others, False)
-                        for i in range(count)]
+        self.workers = [
+            self._start(gpus[i], True) if i < len(gpus) else self._start(others, False) for i in range(count)
+        ]
 
     def _start(self, visible: str | None, has_gpu: bool) -> Worker:
         return Worker(self._context, visible, has_gpu, self._config, self._root)
@@ -74,11 +76,12 @@ class Pool:
         worker that died is replaced, and its job reported as failed."""
         busy = [w for w in self.workers if w.job is not None]
         ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-        out = []
+        out: list[tuple[Job, Report]] = []
         for worker in busy:
             if worker.conn not in ready and worker.process.sentinel not in ready:
                 continue
             job, worker.job = worker.job, None
+            assert job is not None  # busy
             try:
                 report = worker.conn.recv() if worker.conn.poll() else None
             except (EOFError, OSError):

@@ -63,7 +63,10 @@ def _gpus() -> tuple[str, ...]:
 
 def mebibytes(slurm_mem: str) -> int:
     """A Slurm memory size (``16G``; no suffix: megabytes) in MiB."""
-    number, unit = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem).groups()
+    match = re.fullmatch(r"(\d+)([KMGT]?)", slurm_mem)
+    if match is None:
+        raise ValueError(f"not a Slurm memory size: {slurm_mem!r}")
+    number, unit = match.groups()
     return int(int(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit])
 
 
@@ -90,8 +93,9 @@ class Allotment:
 
     def fits(self, demand: Demand, cpus_used: int, mem_used: int) -> bool:
         """Whether a task with ``demand`` may start beside running tasks using these amounts."""
-        return (self.cores is None or cpus_used + demand.cpus <= self.cores) and \
-            (self.mem_mib is None or mem_used + demand.mem_mib <= self.mem_mib)
+        return (self.cores is None or cpus_used + demand.cpus <= self.cores) and (
+            self.mem_mib is None or mem_used + demand.mem_mib <= self.mem_mib
+        )
 
 
 def allot(pending: Sequence[Planned], machine: Machine, jobs: int, threads: int) -> Allotment:
@@ -101,16 +105,26 @@ def allot(pending: Sequence[Planned], machine: Machine, jobs: int, threads: int)
     counts = Counter(p.step.name for p in pending)
     if jobs:
         share = max(1, machine.cores // jobs)
-        demands = {name: Demand(threads or max(1, min(r.cpus, share)), 0, 0, r.gpus > 0 and bool(machine.gpus))
-                   for name, r in steps.items()}
+        demands = {
+            name: Demand(threads or max(1, min(r.cpus, share)), 0, 0, r.gpus > 0 and bool(machine.gpus))
+            for name, r in steps.items()
+        }
         workers = min(jobs, len(pending))
         return Allotment(workers, machine.gpus[:workers], None, None, demands)
     demands = {}
     for name, r in steps.items():
         cpus = max(1, min(threads or r.cpus, machine.cores))
-        demands[name] = Demand(threads or cpus, cpus, max(1, min(mebibytes(r.mem), machine.mem_mib)),
-                               r.gpus > 0 and bool(machine.gpus))
-    at_once = [min(counts[name], machine.cores // d.cpus, machine.mem_mib // d.mem_mib,
-                   len(machine.gpus) if d.gpu else counts[name]) for name, d in demands.items()]
+        demands[name] = Demand(
+            threads or cpus, cpus, max(1, min(mebibytes(r.mem), machine.mem_mib)), r.gpus > 0 and bool(machine.gpus)
+        )
+    at_once = [
+        min(
+            counts[name],
+            machine.cores // d.cpus,
+            machine.mem_mib // d.mem_mib,
+            len(machine.gpus) if d.gpu else counts[name],
+        )
+        for name, d in demands.items()
+    ]
     workers = max([1, *at_once])
     return Allotment(workers, machine.gpus[:workers], machine.cores, machine.mem_mib, demands)

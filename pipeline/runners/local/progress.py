@@ -49,6 +49,6 @@ class Progress:
     def _refresh(self) -> None:
         labels = ", ".join(self._running.values())
         if len(labels) > _RUNNING_WIDTH:
-            labels = labels[:_RUNNING_WIDTH - 1] + "…"
+            labels = labels[: _RUNNING_WIDTH - 1] + "…"
         self._bar.set_description_str(f"{len(self._running)} running", refresh=False)
         self._bar.set_postfix_str(labels)

@@ -22,10 +22,11 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.dag import Planned
 from pipeline.errors import PipelineError
-from pipeline.runners.pool import Pool
-from pipeline.runners.progress import Progress
-from pipeline.runners.resources import Allotment
-from pipeline.runners.worker import Job, Report
+from pipeline.runners.local.pool import Pool
+from pipeline.runners.local.progress import Progress
+from pipeline.runners.local.resources import Allotment
+from pipeline.runners.local.worker import Job, Report
+from pipeline.runners.logs import task_log
 from pipeline.store import Store
 
 Id = tuple[str, str]  # (step, key)
@@ -62,13 +63,9 @@ def log_path(store: Store, planned: Planned) -> Path:
     return task_log(store.root, planned.step.name, planned.key)
 
 
-def task_log(root: Path, step: str, key: str) -> Path:
-    """A task's own log: its output in a parallel run, its failure in a Slurm job."""
-    return root / ".logs" / step / f"{key}.log"
-
-
-def run_parallel(pending: list[Planned], store: Store, config: Config, allotment: Allotment,
-                 echo: Callable[[str], None]) -> None:
+def run_parallel(
+    pending: list[Planned], store: Store, config: Config, allotment: Allotment, echo: Callable[[str], None]
+) -> None:
     """Run ``pending`` (in dependency order). Raises ``TasksFailed`` once the tasks that need no failed
     task have finished. On SIGINT (KeyboardInterrupt) or SIGTERM: stops the workers, removes what they
     were writing, and ends as the signal would have ended the process."""
@@ -91,8 +88,11 @@ def run_parallel(pending: list[Planned], store: Store, config: Config, allotment
             stopped = run.discard_running()
             progress.close()
         if isinstance(stop, (KeyboardInterrupt, _Interrupted)):
-            print(f"interrupted: stopped {len(stopped)} running task(s){_listing(stopped)}; nothing of theirs "
-                  f"was published, training checkpoints are kept: the same command resumes", file=sys.stderr)
+            print(
+                f"interrupted: stopped {len(stopped)} running task(s){_listing(stopped)}; nothing of theirs "
+                f"was published, training checkpoints are kept: the same command resumes",
+                file=sys.stderr,
+            )
         if isinstance(stop, _Interrupted):
             signal.signal(signal.SIGTERM, previous)
             signal.raise_signal(stop.signum)  # end as the signal would have ended us
