@@ -13,7 +13,8 @@ from pipeline.dag import Ref, Resources, Step, Task
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
     """One CAE per training seed and CAE setting (``main``, ``cae.variants``, the ablations' CAE
-    settings); ablation settings only for the ablations' seeds."""
+    settings); ablation settings only for the ablations' seeds. The main CAE also for the seeds of
+    the convergence study and the ablations beyond the config's (in their groups)."""
     dataset = cfg["sample"].roles.cae_train.dataset
     settings: dict[str, Any] = {}
     for v in variants(cfg, ablations=True):  # main and the rows come before the ablation points
@@ -21,8 +22,19 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     return [Task("train-cae", seeded(cae_id, seed),
                  {"row": row_id("cae", v.row if v.family == "cae" else None), "cae": v.cae, "seed": seed,
                   "image_shape": image_shape(cfg["sample"])},
-                 {"data": Ref("sample", dataset)}, group=v.group)
-            for cae_id, v in settings.items() for seed in (cfg["seeds"] if v.point is None else ablation_seeds(cfg))]
+                 {"data": Ref("sample", dataset)}, group=group)
+            for cae_id, v in settings.items() for seed, group in _seeds(cfg, cae_id, v).items()]
+
+
+def _seeds(cfg: Mapping[str, Any], cae_id: str, v: Any) -> dict[int, str]:
+    """The training seeds of one CAE setting, each with the group whose target trains it."""
+    if v.point is not None:
+        return dict.fromkeys(ablation_seeds(cfg), v.group)
+    seeds = dict.fromkeys(cfg["seeds"], v.group)
+    if cae_id == "main":
+        for group, extra in (("convergence", cfg["convergence"].seeds or []), ("ablations", ablation_seeds(cfg))):
+            seeds.update({seed: group for seed in extra if seed not in seeds})
+    return seeds
 
 
 def run(ctx, task: Task) -> None:
@@ -36,7 +48,7 @@ STEP = Step(
     name="train-cae",
     version=4,
     needs=("sample",),
-    reads=("cae", "aae", "ablation", "sample", "seeds"),
+    reads=("cae", "aae", "ablation", "convergence", "sample", "seeds"),
     resources=Resources(cpus=8, gpus=1, mem="32G", time="24:00:00"),
     tasks=tasks,
     run=run,

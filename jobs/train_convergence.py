@@ -35,7 +35,8 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     victim_config, victim_inputs = victim_task_parts("aae_train", cfg["victim"].aae_train)
     out = []
     for name, study_run in conv.runs.items():
-        steps = eval_steps(conv.first_eval, conv.steps)
+        budget = study_run.steps or conv.steps
+        steps = eval_steps(conv.first_eval, budget)
         while steps[-1] * 2 <= (study_run.max_steps or conv.max_steps):
             steps.append(steps[-1] * 2)
         training = METHODS[study_run.method].training
@@ -48,7 +49,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
                 if training.reads_cae:
                     inputs["cae"] = Ref("train-cae", seeded("main", seed))
                 config = {"run": name, "method": study_run.method, "loss": training.loss, "target": training.target,
-                          "attack": attack, "seed": seed, "aae": section, "steps": conv.steps, "eval_steps": steps,
+                          "attack": attack, "seed": seed, "aae": section, "steps": budget, "eval_steps": steps,
                           "plateau": conv.plateau, "warmup": conv.warmup, "holdout": conv.holdout,
                           "image_shape": image_shape(cfg["sample"]), **victim_config}
                 out.append(Task("train-convergence", seeded(f"{name}/{attack}", seed), config, inputs,

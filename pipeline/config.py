@@ -246,6 +246,7 @@ class ConvergenceRun:
 
     method: str = bounded("ours", choices=tuple(m for m, spec in METHODS.items() if spec.training))
     aae: dict[str, Any] = field(default_factory=dict)
+    steps: int | None = bounded(None, lo=1)  # None: the study's budget; a costly run may take fewer steps
     max_steps: int | None = bounded(None, lo=1)  # None: the study's; a costly run may stop sooner
 
 
@@ -422,10 +423,13 @@ def _check_consistency(config: Config) -> None:
             raise PipelineError(f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
                                 f"same latent size, got {latent[0]} and {latent[1]}")
     conv = config.convergence
-    for where, limit in {"convergence.max_steps": conv.max_steps,
-                         **{f"convergence.runs.{k}.max_steps": r.max_steps for k, r in conv.runs.items()}}.items():
-        if conv.runs and limit is not None and limit < conv.steps:
-            raise PipelineError(f"config key {where!r}: {limit} is below convergence.steps ({conv.steps})")
+    limits = {"convergence.max_steps": (conv.max_steps, "convergence.steps", conv.steps),
+              **{f"convergence.runs.{k}.max_steps": (r.max_steps, f"convergence.runs.{k}.steps" if r.steps
+                                                     else "convergence.steps", r.steps or conv.steps)
+                 for k, r in conv.runs.items()}}
+    for where, (limit, budget_key, budget) in limits.items():
+        if conv.runs and limit is not None and limit < budget:
+            raise PipelineError(f"config key {where!r}: {limit} is below {budget_key} ({budget})")
     for name in config.ablation.variants or []:
         if name not in config.aae.variants:
             raise PipelineError(f"config key 'ablation.variants': {name!r} is not in aae.variants"

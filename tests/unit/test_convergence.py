@@ -19,6 +19,17 @@ def test_measurements_double_up_to_the_budget():
     assert eval_steps(10, 40) == [10, 20, 40] and eval_steps(50, 40) == [40]
 
 
+def test_a_run_may_take_its_own_budget_and_the_others_keep_the_study_s():
+    from pipeline.config import load_config
+    from pipeline.dag import build_plan
+    from pipeline.store import Store
+
+    plan = build_plan(load_config("matched"), Store("/nonexistent"), ["convergence"])
+    budgets = {p.task.config["run"]: (p.task.config["steps"], p.task.config["eval_steps"][-1])
+               for p in plan.tasks if p.task.step == "train-convergence"}
+    assert budgets["as_written_b256"] == (1125, 1125) and budgets["as_written"] == (9000, 9000)
+
+
 def test_a_run_has_plateaued_when_its_last_doubling_gained_less_than_the_threshold():
     assert not plateaued({1000: 40.0}, 0.02)  # one measurement says nothing
     assert plateaued({1000: 40.0, 2000: 39.5}, 0.02)  # 1.25% lower
