@@ -76,6 +76,11 @@ def run(ctx, task: Task) -> None:
     ctx.summary.update({"points": len(mean), "levels": levels})
 
 
+def _export_folder(c: Mapping[str, Any]) -> str:
+    """Where the task exports (a Step's ``exports``: a module-level function, so a planned task pickles)."""
+    return str(results_dir(c["out_dir"], c["config_name"]) / "ablations")
+
+
 STEP = Step(
     name="ablation-figures",
     version=3,
@@ -85,5 +90,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Figs. 4 and 5: recovery accuracy over the λ and depth sweeps, per ablation attack",
-    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "ablations"),
+    exports=_export_folder,
 )

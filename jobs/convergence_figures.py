@@ -76,6 +76,11 @@ def run(ctx, task: Task) -> None:
     ctx.summary.update({"runs": len(finals), "plateaued": int(finals_frame["plateaued"].sum())})
 
 
+def _export_folder(c: Mapping[str, Any]) -> str:
+    """Where the task exports (a Step's ``exports``: a module-level function, so a planned task pickles)."""
+    return str(results_dir(c["out_dir"], c["config_name"]) / "convergence")
+
+
 STEP = Step(
     name="convergence-figures",
     version=1,
@@ -85,5 +90,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="the convergence study's curves, summary and figure, into results/<config>/convergence/",
-    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "convergence"),
+    exports=_export_folder,
 )

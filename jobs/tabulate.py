@@ -218,6 +218,11 @@ def _write_training_curves(ctx, out, models: Mapping[str, str], data_order: list
     figures.training_curves(panels, out / "fig_training.png")
 
 
+def _export_folder(c: Mapping[str, Any]) -> str:
+    """Where the task exports (a Step's ``exports``: a module-level function, so a planned task pickles)."""
+    return str(results_dir(c["out_dir"], c["config_name"]))
+
+
 STEP = Step(
     name="tabulate",
     version=5,
@@ -227,5 +232,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Tables II-III per metric, detection AUROC and figures, into results/<config>/",
-    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"])),
+    exports=_export_folder,
 )
