@@ -83,20 +83,23 @@ def victim_task_id(role: str, noise_seed: int | None = None) -> str:
     return role if noise_seed is None else f"{role}/v{noise_seed}"
 
 
+#: a task's victim: its train-victim task id, or the weights file it is given (arch, num_classes, weights, sha256)
+VictimPin = str | dict[str, Any]
+
+
 def victim_task_parts(role: str, victim: VictimConfig, noise_seed: int | None = None
-                      ) -> tuple[dict[str, Any], dict[str, Ref]]:
-    """Config values and inputs that pin a role's victim (or its ``noise_seed`` twin): its weights
-    file, or its train-victim task."""
+                      ) -> tuple[VictimPin, dict[str, Ref]]:
+    """The value (a task's ``victim`` field) and inputs that pin a role's victim (or its ``noise_seed``
+    twin): its weights file, or its train-victim task."""
     if victim.weights is None:
         task_id = victim_task_id(role, noise_seed)
-        return {"victim": task_id}, {"victim": Ref("train-victim", task_id)}
+        return task_id, {"victim": Ref("train-victim", task_id)}
     path = Path(victim.weights).expanduser().absolute()
     digest = sha256_file(path) if path.is_file() else "missing"
-    return {"victim": {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path),
-                       "sha256": digest}}, {}
+    return {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path), "sha256": digest}, {}
 
 
-def load_victim(inputs: Mapping[str, Artifact], task_victim: Any, device):
+def load_victim(inputs: Mapping[str, Artifact], task_victim: VictimPin, device):
     """The victim a task was planned with (see ``victim_task_parts``), in eval mode."""
     from pipeline.victims import load_victim as load
 
@@ -124,26 +127,29 @@ def attack_task_id(role: str, attack: str, start: int, noise_seed: int | None = 
 
 def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str, int | None], dict[str, Ref]]:
     """Per (role, attack, victim noise seed; None: the role's own victim): the inputs naming every
-    shard of that attack on that role."""
+    shard of that attack on that role, in row order."""
     refs: dict[tuple[str, str, int | None], dict[str, Ref]] = {}
     for t in attack_tasks:
-        key = (t.config["role"], t.config["attack"], t.config["victim_seed"])
-        refs.setdefault(key, {})[f"{ADV_INPUT}{t.config['start']:06d}"] = Ref("attack", t.id)
+        shard = t.record
+        refs.setdefault((shard.role, shard.attack, shard.victim_seed), {})[f"{ADV_INPUT}{shard.start:06d}"] = \
+            Ref("attack", t.id)
     return refs
 
 
-def read_adversarial(inputs: Mapping[str, Artifact],
-                     names: Sequence[str] = ("images", "rows")) -> dict[str, np.ndarray]:
-    """The adversarial shards among a task's inputs, concatenated in row order."""
+def read_adversarial(inputs: Mapping[str, Artifact], names: Sequence[str] = ("images", "rows"),
+                     shards: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The adversarial shards among a task's inputs, concatenated in row order (see ``adversarial_paths``)."""
     from pipeline.data.shards import read_shard
 
-    shards = [read_shard(path, names) for path in adversarial_paths(inputs)]
-    return {name: np.concatenate([s[name] for s in shards]) for name in names}
+    arrays = [read_shard(path, names) for path in adversarial_paths(inputs, shards)]
+    return {name: np.concatenate([a[name] for a in arrays]) for name in names}
 
 
-def adversarial_paths(inputs: Mapping[str, Artifact]) -> list[Path]:
-    """The adversarial shard files among a task's inputs, in row order."""
-    return [inputs[name].file(ADVERSARIAL) for name in sorted(inputs) if name.startswith(ADV_INPUT)]
+def adversarial_paths(inputs: Mapping[str, Artifact], shards: Sequence[str] | None = None) -> list[Path]:
+    """The adversarial shard files of the inputs named ``shards`` (as ``adversarial_refs`` declares them,
+    in row order); None: every input named as a shard (``pipeline bench``, which holds no task record)."""
+    names = shards if shards is not None else sorted(name for name in inputs if name.startswith(ADV_INPUT))
+    return [inputs[name].file(ADVERSARIAL) for name in names]
 
 
 def unseen_pairs(attacks: Sequence[str], seed: int) -> dict[str, str]:

@@ -8,10 +8,13 @@ dashed levels). Target: ``pipeline run convergence``."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jobs.artifacts import HISTORY, export_tree, results_dir
-from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.dag import Ref, Resources, Step, Task, TaskRecord
+from pipeline.execute import Context
 
 #: what the figure plots, by history column (the AAE's eq. 5-6 objective where it has one)
 QUANTITIES = {"objective": ("heldout_paper", "heldout_total"), "PSNR vs clean (dB)": ("psnr_recovered_clean",),
@@ -21,18 +24,29 @@ SUMMARY = ("heldout_total", "heldout_paper", "heldout_recon_x", "heldout_recon_z
            "psnr_recovered_input", "psnr_recovered_clean", "recovery_accuracy", "recovery_accuracy_flipped")
 
 
+@dataclass(frozen=True)
+class ConvergenceFiguresTask(TaskRecord):
+    """The convergence study's curves of one config, from every train-convergence run."""
+
+    config_name: str
+    runs: list[str]  # ``convergence.runs``, in order
+    out_dir: str
+
+    def export_dir(self) -> Path:
+        return results_dir(self.out_dir, self.config_name) / "convergence"
+
+
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
     inputs = {f"run:{t.id}": Ref("train-convergence", t.id) for t in upstream["train-convergence"]}
-    config = {"config_name": cfg["name"], "runs": list(cfg["convergence"].runs), "out_dir": cfg["tables"].out_dir}
-    return [Task("convergence-figures", "figures", config, inputs, group="convergence")] if inputs else []
+    record = ConvergenceFiguresTask(cfg["name"], list(cfg["convergence"].runs), cfg["tables"].out_dir)
+    return [Task("convergence-figures", "figures", record, inputs, group="convergence")] if inputs else []
 
 
-def run(ctx, task: Task) -> None:
+def run(ctx: Context, task: ConvergenceFiguresTask) -> None:
     import pandas as pd
 
     from pipeline import figures
 
-    c = task.config
     curves, finals = [], []
     for artifact in ctx.inputs.values():
         t, summary = artifact.manifest["config"], artifact.summary
@@ -44,7 +58,7 @@ def run(ctx, task: Task) -> None:
                        "steps": summary["steps"], "plateaued": summary["plateaued"],
                        **{f"reference_{k}": v for k, v in summary["references"].items()},
                        **{k: summary["final"].get(k) for k in SUMMARY}})
-    order = {name: i for i, name in enumerate(c["runs"])}
+    order = {name: i for i, name in enumerate(task.runs)}
     curves_frame = pd.concat(curves).sort_values(["attack", "run", "seed", "step"], key=lambda s: s.map(
         order) if s.name == "run" else s)
     first = ["run", "method", "attack", "seed", "step", "epoch"]
@@ -72,7 +86,7 @@ def run(ctx, task: Task) -> None:
         references = {"recovery accuracy": {name.removeprefix("reference_"): float(levels[name].mean())
                                             for name in levels if name.startswith("reference_")}}
         figures.convergence_panels(panels, references, out / f"fig_convergence_{attack}.png", log_y=("objective",))
-    export_tree(out, results_dir(c["out_dir"], c["config_name"]) / "convergence")
+    export_tree(out, task.export_dir())
     ctx.summary.update({"runs": len(finals), "plateaued": int(finals_frame["plateaued"].sum())})
 
 
@@ -85,5 +99,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="the convergence study's curves, summary and figure, into results/<config>/convergence/",
-    exports=lambda c: str(results_dir(c["out_dir"], c["config_name"]) / "convergence"),
+    exports=lambda config: str(ConvergenceFiguresTask(**config).export_dir()),
 )

@@ -68,7 +68,7 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
         work = store.workdir(step.name, planned.key)
         with store.staging(step.name, planned.key) as tmp, _failure_cleanup(planned, work, tmp):
             ctx = Context(config, planned.key, tmp, work, inputs)
-            step.run(ctx, task)
+            step.run(ctx, task.record)
             finished = time.time()
             store.publish(tmp, step.name, planned.key, {
                 "task": task.id,

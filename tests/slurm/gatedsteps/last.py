@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.dag import Ref, Resources, Step, Task
 
 
-def run(ctx, task: Task) -> None:
+def run(ctx, task: dict) -> None:
     (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in ctx.inputs_named("second")))
 
 
