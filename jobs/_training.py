@@ -24,8 +24,6 @@ def _init_from_cae(model, frozen: Mapping[str, Any]) -> dict[str, Any]:
 
 #: how a model's weights start (``aae.init``): seeded at random, or from the frozen CAE where shapes agree
 INITS = {"random": lambda model, frozen: {"from": "random"}, "cae": _init_from_cae}
-#: config keys of a section that are loss parameters, besides ``lambda_kl`` and ``loss.reduction``
-_LOSS_KEYS = ("warmup_epochs", "warmup_target", "anchor_weight")
 
 
 @dataclass
@@ -42,24 +40,27 @@ class Setup:
 
 def setup(loss: str, section: Mapping[str, Any], seed: int, image_shape: tuple[int, int, int],
           frozen: Mapping[str, Any], device, images: int) -> Setup:
-    """The network of ``section`` (``arch``, ``optim``, ``loss``, ``lambda_kl``, maybe ``init`` and the
-    keys of ``_LOSS_KEYS``), its weights seeded by ``seed`` (then maybe copied from the CAE), on
-    ``device`` with the ``frozen`` models; loss ``loss`` with the section's parameters; the schedule
-    for ``images`` training images (``pipeline.config.schedule``)."""
+    """The network of ``section`` (``arch``, ``optim``, ``loss``, ``lambda_kl``; ``init`` for a model
+    that may start from the CAE; ``warmup_epochs``, ``warmup_target`` and ``anchor_weight`` for one
+    trained through it: ``pipeline.methods.Training.section``), its weights seeded by ``seed`` (then
+    maybe copied from the CAE), on ``device`` with the ``frozen`` models; loss ``loss`` with the
+    section's parameters; the schedule for ``images`` training images (``pipeline.config.schedule``)."""
     import torch
 
     from pipeline.config import schedule
-    from pipeline.losses import LossParams, bind_loss
+    from pipeline.losses import CycleParams, LossParams, bind_loss
     from pipeline.models import build_model
     from pipeline.training import TrainSpec
 
     frozen = {name: m.to(device) for name, m in frozen.items()}
     torch.manual_seed(seed)  # the initial weights, so a rerun gives the same bytes
     model = build_model(image_shape, section["arch"])
-    init = INITS[section.get("init", "random")](model, frozen)
-    optim, warmup = schedule(section["optim"], section.get("warmup_epochs", 0), images)
-    params = LossParams(lambda_kl=section["lambda_kl"], reduction=section["loss"]["reduction"],
-                        **{**{k: section[k] for k in _LOSS_KEYS if k in section}, "warmup_epochs": warmup})
+    start = INITS[section["init"]] if "init" in section else INITS["random"]  # no ``init``: never from the CAE
+    init = start(model, frozen)
+    through_cae = "anchor_weight" in section
+    optim, warmup = schedule(section["optim"], section["warmup_epochs"] if through_cae else 0, images)
+    cycle = CycleParams(warmup, section["warmup_target"], section["anchor_weight"]) if through_cae else None
+    params = LossParams(section["lambda_kl"], section["loss"]["reduction"], cycle)
     models = {"model": model, **frozen}
     return Setup(model, models, bind_loss(loss, models, params), TrainSpec(**optim, seed=seed), init)
 

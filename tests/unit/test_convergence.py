@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.convergence import eval_steps, plateaued
-from pipeline.losses import LossParams, bind_loss, freeze
+from pipeline.losses import CycleParams, LossParams, bind_loss, freeze
 from pipeline.models import ConvVAE, recover
 from pipeline.sanity import HeldOut
 from pipeline.victims import small_cnn
@@ -36,7 +36,7 @@ def test_held_out_measures_the_objective_psnrs_and_recovery_of_the_victim():
     models = {"model": aae, "cae": cae}
     victim = small_cnn(3).eval()
     measure = HeldOut("aae", x, clean, victim, torch.device("cpu"))
-    loss = bind_loss("aae", models, LossParams(1e-3, "sum", warmup_epochs=10))
+    loss = bind_loss("aae", models, LossParams(1e-3, "sum", CycleParams(10, "cycle", 0.0)))
     out = measure(models, loss, lambda batch: recover(aae, cae, batch))
     assert out["heldout_total"] == pytest.approx(out["heldout_paper"])  # never the warm-up's term
     assert out["heldout_recon_x"] > 0 and out["n"] == 6 and 0 <= out["recovery_accuracy"] <= 1

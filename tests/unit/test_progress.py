@@ -36,7 +36,7 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             raise Stop
 
     spec = TrainSpec(epochs=epochs, batch_size=16, lr=1e-3, milestones=[])
-    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3))
+    loss = bind_loss("vae", {"model": model}, LossParams(1e-3, "sum"))
     try:
         train({"model": model}, loss, {"x": images}, spec, work / "checkpoint.pt", torch.device("cpu"),
               after_epoch=after_epoch)
