@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.artifacts import eval_task_id, export_tree, results_dir
+from jobs.artifacts import ABLATIONS, FIG_DEPTHS, FIG_LAMBDAS, eval_task_id, export_tree, results_dir
 from jobs.evaluate import EvaluateTask
 from pipeline.dag import UNKEYED, Ref, Resources, Step, Task, TaskRecord
 from pipeline.execute import Context
@@ -43,7 +43,7 @@ class AblationFiguresTask(TaskRecord):
     levels: dict[str, str] = field(default_factory=dict, metadata=UNKEYED)  # attack -> doing nothing's input
 
     def export_dir(self) -> Path:
-        return results_dir(self.out_dir, self.config_name) / "ablations"
+        return results_dir(self.out_dir, self.config_name) / ABLATIONS
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -83,7 +83,7 @@ def run(ctx: Context, task: AblationFiguresTask) -> None:
     rows = list(dict.fromkeys(row for row, _, _ in sorted(scores)))
     variants = {p.row: p.variant for p in task.points}
     suffix = {row: "" if variants[row] is None else f" ({variants[row]})" for row in rows}
-    out = ctx.out / "ablations"
+    out = ctx.out / ABLATIONS
     out.mkdir()
     for attack in task.attacks:
         keys = {f"λ{k}{suffix[row]}": [(row, f"lambda{k}={v:g}", attack) for v in task.lambdas]
@@ -91,24 +91,24 @@ def run(ctx: Context, task: AblationFiguresTask) -> None:
         curves = {label: ([mean[p] for p in points], [sd[p] for p in points]) for label, points in keys.items()}
         pd.DataFrame({"lambda": task.lambdas, **{label: m for label, (m, _) in curves.items()},
                       **{f"{label} sd": s for label, (_, s) in curves.items()}}).to_csv(
-            out / f"fig4_lambdas_{attack}.csv", index=False, float_format="%.4f")
+            out / f"{FIG_LAMBDAS}_{attack}.csv", index=False, float_format="%.4f")
         reference = {"doing nothing": levels[attack]} if attack in levels else {}
         figures.lambda_sweep(task.lambdas, curves, f"recovery accuracy on {attack} (%)",
-                             out / f"fig4_lambdas_{attack}.png", reference)
+                             out / f"{FIG_LAMBDAS}_{attack}.png", reference)
         grids = {}
         for row in rows:
             cells = [[(row, f"depth={nc}x{na}", attack) for na in task.aae_depths] for nc in task.cae_depths]
             grids[row] = (np.array([[mean[p] for p in line] for line in cells]),
                           np.array([[sd[p] for p in line] for line in cells]))
             index = pd.Index(task.cae_depths, name="N_CAE")
-            name = f"fig5_depths_{attack}" + suffix[row].replace(" (", "_").rstrip(")")
+            name = f"{FIG_DEPTHS}_{attack}" + suffix[row].replace(" (", "_").rstrip(")")
             pd.concat([pd.DataFrame(grids[row][0], index=index, columns=task.aae_depths),
                        pd.DataFrame(grids[row][1], index=index, columns=[f"{d} sd" for d in task.aae_depths])],
                       axis=1).to_csv(out / f"{name}.csv", float_format="%.4f")
         titles = {f"{row}{f' (doing nothing: {levels[attack]:.1f})' if attack in levels else ''}": grid
                   for row, grid in grids.items()}
         figures.depth_heatmaps(task.cae_depths, task.aae_depths, titles, f"recovery accuracy on {attack} (%)",
-                               out / f"fig5_depths_{attack}.png")
+                               out / f"{FIG_DEPTHS}_{attack}.png")
     export_tree(out, task.export_dir())
     ctx.summary.update({"points": len(mean), "levels": levels})
 

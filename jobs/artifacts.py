@@ -39,6 +39,15 @@ CHECKPOINT = "checkpoint.pt"  # in the task's work directory, until the artifact
 # evaluate
 PER_IMAGE, EXAMPLES = "per_image.csv", "examples.h5"
 
+# results (``results/<config>/``), written by tabulate, ablation-figures and convergence-figures, read by
+# ``pipeline readme``
+PROVENANCE, VICTIMS_TABLE, ATTACKS_TABLE = "provenance.json", "victims.csv", "attacks.csv"
+TRAINING_SANITY, FIG_TRAINING = "training_sanity.csv", "fig_training.png"
+FIG_DETECTION, FIG_RECOVERY = "fig6_detection.png", "fig7_recovery.png"
+ABLATIONS, CONVERGENCE = "ablations", "convergence"  # the subfolders of ablation-figures and convergence-figures
+FIG_LAMBDAS, FIG_DEPTHS = "fig4_lambdas", "fig5_depths"  # file stems in ABLATIONS, each followed by _<attack>
+CONVERGENCE_SUMMARY, FIG_CONVERGENCE = "summary.csv", "fig_convergence"  # in CONVERGENCE; the figure: _<attack>
+
 ADV_INPUT = "adv-"  # prefix of the input names under which a task reads the shards of one attack
 CLEAN = "clean"  # the test set of clean images, beside the attacks
 

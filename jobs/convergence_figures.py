@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.artifacts import HISTORY, export_tree, results_dir
+from jobs.artifacts import CONVERGENCE, CONVERGENCE_SUMMARY, FIG_CONVERGENCE, HISTORY, export_tree, results_dir
 from pipeline.dag import Ref, Resources, Step, Task, TaskRecord
 from pipeline.execute import Context
 
@@ -33,7 +33,7 @@ class ConvergenceFiguresTask(TaskRecord):
     out_dir: str
 
     def export_dir(self) -> Path:
-        return results_dir(self.out_dir, self.config_name) / "convergence"
+        return results_dir(self.out_dir, self.config_name) / CONVERGENCE
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -70,10 +70,10 @@ def run(ctx: Context, task: ConvergenceFiguresTask) -> None:
         grouped.agg(seeds=("seed", "count"), plateaued=("plateaued", "sum"), steps_min=("steps", "min"),
                     steps_max=("steps", "max"), method=("method", "first"))).reset_index()
     summary = summary.sort_values(["attack", "run"], key=lambda s: s.map(order) if s.name == "run" else s)
-    out = ctx.out / "convergence"
+    out = ctx.out / CONVERGENCE
     out.mkdir()
     curves_frame.to_csv(out / "curves.csv", index=False, float_format="%.6g")
-    summary.to_csv(out / "summary.csv", index=False, float_format="%.4f")
+    summary.to_csv(out / CONVERGENCE_SUMMARY, index=False, float_format="%.4f")
     for attack, by_attack in curves_frame.groupby("attack", sort=False):
         panels: dict[str, dict[str, list]] = {}
         for run_name, by_run in by_attack.groupby("run", sort=False):
@@ -85,7 +85,7 @@ def run(ctx: Context, task: ConvergenceFiguresTask) -> None:
         levels = finals_frame[finals_frame["attack"] == attack]
         references = {"recovery accuracy": {name.removeprefix("reference_"): float(levels[name].mean())
                                             for name in levels if name.startswith("reference_")}}
-        figures.convergence_panels(panels, references, out / f"fig_convergence_{attack}.png", log_y=("objective",))
+        figures.convergence_panels(panels, references, out / f"{FIG_CONVERGENCE}_{attack}.png", log_y=("objective",))
     export_tree(out, task.export_dir())
     ctx.summary.update({"runs": len(finals), "plateaued": int(finals_frame["plateaued"].sum())})
 

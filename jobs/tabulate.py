@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.artifacts import CLEAN, EXAMPLES, HISTORY, PER_IMAGE, eval_task_id, export_tree, manifest_sha256, \
-    results_dir, row_id, unseen_pairs
+from jobs.artifacts import ATTACKS_TABLE, CLEAN, EXAMPLES, FIG_DETECTION, FIG_RECOVERY, FIG_TRAINING, HISTORY, \
+    PER_IMAGE, PROVENANCE, TRAINING_SANITY, VICTIMS_TABLE, eval_task_id, export_tree, manifest_sha256, results_dir, \
+    row_id, unseen_pairs
 from jobs.variants import describe
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.config import ROLES
@@ -148,7 +149,7 @@ def run(ctx: Context, task: TabulateTask) -> None:
     out = ctx.out / "results"
     write_tables(ev, out, task.bootstrap, task.bootstrap_seed)
     seen, unseen = detection_table(ev, "seen"), detection_table(ev, "unseen")
-    figures.detection_bars([row.title for row in ev.rows], seen["avg"], unseen["avg"], out / "fig6_detection.png")
+    figures.detection_bars([row.title for row in ev.rows], seen["avg"], unseen["avg"], out / FIG_DETECTION)
     titles = {row.id: _short(row.title) for row in ev.rows}
     rows = []
     first_seed = task.seeds[0]
@@ -160,12 +161,12 @@ def run(ctx: Context, task: TabulateTask) -> None:
             images = {"clean": first["clean"][i], "attacked": first["inputs"][i],
                       **{titles[m]: examples[m]["recovered"][i] for m in examples}}
             rows.append((f"{attack} #{first['rows'][i]}", images))
-    figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / "fig7_recovery.png")
+    figures.recovery_grid(rows, list(rows[0][1]) if rows else [], out / FIG_RECOVERY)
     _write_attack_summaries(ctx, task, out)
     _write_training_sanity(ctx, task, out, ["clean", *task.attacks], ev)
     _write_training_curves(ctx, task, out, ["clean", *task.attacks], first_seed)
     (out / "config.yaml").write_text(yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
-    (out / "provenance.json").write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
+    (out / PROVENANCE).write_text(json.dumps(ev.provenance, indent=1, sort_keys=True) + "\n")
     export_tree(out, task.export_dir())
     ctx.summary.update({"files": len(list(out.iterdir())), "evaluations": len(ev.frames)})
 
@@ -177,16 +178,17 @@ def _write_attack_summaries(ctx: Context, task: TabulateTask, out: Path) -> None
     victims = [{"role": a.manifest["task"], **{k: a.summary[k] for k in ("val_accuracy", "role_accuracy",
                                                                         "chance", "majority", "n_train")}}
                for a in map(ctx.input, sorted(task.victims.values()))]
-    pd.DataFrame(victims).to_csv(out / "victims.csv", index=False, float_format="%.4f")
+    pd.DataFrame(victims).to_csv(out / VICTIMS_TABLE, index=False, float_format="%.4f")
     shards = pd.DataFrame([{"role": a.manifest["config"]["role"], "attack": a.manifest["config"]["attack"],
                             **{k: a.summary[k] for k in ("n", "success", "success_before_storage", "linf", "l2")}}
                            for a in map(ctx.input, sorted(task.shards.values()))
                            if a.manifest["config"]["victim_seed"] is None])
-    weighted = shards.assign(**{k: shards[k] * shards["n"] for k in ("success", "success_before_storage", "linf", "l2")})
+    averaged = ("success", "success_before_storage", "linf", "l2")
+    weighted = shards.assign(**{k: shards[k] * shards["n"] for k in averaged})
     totals = weighted.groupby(["role", "attack"], sort=False).sum()
-    for k in ("success", "success_before_storage", "linf", "l2"):
+    for k in averaged:
         totals[k] = totals[k] / totals["n"]
-    totals.reset_index().to_csv(out / "attacks.csv", index=False, float_format="%.4f")
+    totals.reset_index().to_csv(out / ATTACKS_TABLE, index=False, float_format="%.4f")
 
 
 def _trained(ctx: Context, task: TabulateTask) -> list[tuple[str, str, Any]]:
@@ -222,7 +224,7 @@ def _write_training_sanity(ctx: Context, task: TabulateTask, out: Path, data_ord
                      "not_trained": summary["not_trained"], "recovered_psnr": held.get("recovered"),
                      "clean_recovery_accuracy": None if clean is None else clean["recovery_accuracy"].mean(),
                      "clipped_steps": summary["clipped"]})
-    pd.DataFrame(rows).to_csv(out / "training_sanity.csv", index=False, float_format="%.3f")
+    pd.DataFrame(rows).to_csv(out / TRAINING_SANITY, index=False, float_format="%.3f")
 
 
 def _short(title: str) -> str:
@@ -254,7 +256,7 @@ def _write_training_curves(ctx: Context, task: TabulateTask, out: Path, data_ord
     panels = {_short(models[model]): {attack: list(zip(g["epoch"], g["loss"]))
                               for attack, g in by_model.groupby("attack", sort=False)}
               for model, by_model in totals.groupby("model", sort=False)}
-    figures.training_curves(panels, out / "fig_training.png")
+    figures.training_curves(panels, out / FIG_TRAINING)
 
 
 STEP = Step(

@@ -114,7 +114,9 @@ def run(ctx: Context, task: TrainConvergenceTask) -> None:
 
     def after_epoch(row: dict[str, Any]) -> dict[str, Any] | None:
         done = row["epoch"] + 1
-        measured = {"step": done * per_epoch, **measure(model.models, model.loss, recover)} if done in at_epoch else None
+        measured = None
+        if done in at_epoch:
+            measured = {"step": done * per_epoch, **measure(model.models, model.loss, recover)}
         progress({**row, **(measured or {})})
         return measured
 

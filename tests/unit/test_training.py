@@ -48,7 +48,8 @@ def aae_setup(seed: int = 0):
     cae = freeze(ConvVAE(SHAPE, [16, 8], kernel=3))
     torch.manual_seed(seed)
     aae = ConvVAE(SHAPE, [16, 12, 8], kernel=3)
-    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, LossParams(1e-3, "sum", CycleParams(1, "cycle", 0.0)))
+    params = LossParams(1e-3, "sum", CycleParams(1, "cycle", 0.0))
+    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, params)
 
 
 def spec(epochs: int, **kw) -> TrainSpec:
