@@ -13,6 +13,7 @@ import numpy as np
 
 from jobs.artifacts import CHECKPOINT, HISTORY, save_model
 from pipeline.dag import Task
+from pipeline.execute import Context
 
 
 def _init_from_cae(model, frozen: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def split(data: Mapping[str, np.ndarray], holdout: float) -> tuple[dict[str, Any
     return {k: v[:n_train] for k, v in tensors.items()}, {k: v[n_train:] for k, v in tensors.items()}
 
 
-def train_and_save(ctx, loss: str, section: Mapping[str, Any], seed: int, start: int,
+def train_and_save(ctx: Context, loss: str, section: Mapping[str, Any], seed: int, start: int,
                    image_shape: tuple[int, int, int], data: Mapping[str, np.ndarray], labels: np.ndarray | None = None,
                    frozen: Mapping[str, Any] | None = None) -> None:
     """Train the model of ``setup`` for training seed ``seed`` from the seed ``start`` (see

@@ -113,6 +113,11 @@ def run(ctx: Context, task: AblationFiguresTask) -> None:
     ctx.summary.update({"points": len(mean), "levels": levels})
 
 
+def exports(config: Mapping[str, Any]) -> str:
+    """Where a task also writes, outside the store (``Step.exports``; the engine passes its key config)."""
+    return str(AblationFiguresTask(**config).export_dir())
+
+
 STEP = Step(
     name="ablation-figures",
     version=3,
@@ -122,5 +127,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Figs. 4 and 5: recovery accuracy over the λ and depth sweeps, per ablation attack",
-    exports=lambda config: str(AblationFiguresTask(**config).export_dir()),
+    exports=exports,
 )

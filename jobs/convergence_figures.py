@@ -90,6 +90,11 @@ def run(ctx: Context, task: ConvergenceFiguresTask) -> None:
     ctx.summary.update({"runs": len(finals), "plateaued": int(finals_frame["plateaued"].sum())})
 
 
+def exports(config: Mapping[str, Any]) -> str:
+    """Where a task also writes, outside the store (``Step.exports``; the engine passes its key config)."""
+    return str(ConvergenceFiguresTask(**config).export_dir())
+
+
 STEP = Step(
     name="convergence-figures",
     version=1,
@@ -99,5 +104,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="the convergence study's curves, summary and figure, into results/<config>/convergence/",
-    exports=lambda config: str(ConvergenceFiguresTask(**config).export_dir()),
+    exports=exports,
 )

@@ -259,6 +259,11 @@ def _write_training_curves(ctx: Context, task: TabulateTask, out: Path, data_ord
     figures.training_curves(panels, out / FIG_TRAINING)
 
 
+def exports(config: Mapping[str, Any]) -> str:
+    """Where a task also writes, outside the store (``Step.exports``; the engine passes its key config)."""
+    return str(TabulateTask(**config).export_dir())
+
+
 STEP = Step(
     name="tabulate",
     version=5,
@@ -268,5 +273,5 @@ STEP = Step(
     tasks=tasks,
     run=run,
     description="Tables II-III per metric, detection AUROC and figures, into results/<config>/",
-    exports=lambda config: str(TabulateTask(**config).export_dir()),
+    exports=exports,
 )

@@ -40,10 +40,6 @@ class Context:
     def input(self, name: str) -> Artifact:
         return self.inputs[name]
 
-    def inputs_named(self, prefix: str) -> list[Artifact]:
-        """Inputs whose names start with ``prefix``, in name order (e.g. all shards)."""
-        return [self.inputs[name] for name in sorted(self.inputs) if name.startswith(prefix)]
-
     @property
     def progress(self) -> bool:
         """Show progress bars: asked for, and someone is watching (stderr is a terminal)."""

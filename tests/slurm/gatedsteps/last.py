@@ -6,7 +6,8 @@ from pipeline.dag import Ref, Resources, Step, Task
 
 
 def run(ctx, task: dict) -> None:
-    (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in ctx.inputs_named("second")))
+    second = [ctx.inputs[name] for name in sorted(ctx.inputs)]  # every input is a ``second`` task
+    (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in second))
 
 
 STEP = Step(name="last", version=1, needs=("second",), reads=(), resources=Resources(),
