@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ MODEL_WEIGHTS, MODEL_META, HISTORY = "model.pt", "model.json", "history.csv"
 CHECKPOINT = "checkpoint.pt"  # in the task's work directory, until the artifact is published
 # evaluate
 PER_IMAGE, EXAMPLES = "per_image.csv", "examples.h5"
+
+# results (``results/<config>/``), written by tabulate, ablation-figures and convergence-figures, read by
+# ``pipeline readme``
+PROVENANCE, VICTIMS_TABLE, ATTACKS_TABLE = "provenance.json", "victims.csv", "attacks.csv"
+TRAINING_SANITY, FIG_TRAINING = "training_sanity.csv", "fig_training.png"
+FIG_DETECTION, FIG_RECOVERY = "fig6_detection.png", "fig7_recovery.png"
+ABLATIONS, CONVERGENCE = "ablations", "convergence"  # the subfolders of ablation-figures and convergence-figures
+FIG_LAMBDAS, FIG_DEPTHS = "fig4_lambdas", "fig5_depths"  # file stems in ABLATIONS, each followed by _<attack>
+CONVERGENCE_SUMMARY, FIG_CONVERGENCE = "summary.csv", "fig_convergence"  # in CONVERGENCE; the figure: _<attack>
 
 ADV_INPUT = "adv-"  # prefix of the input names under which a task reads the shards of one attack
 CLEAN = "clean"  # the test set of clean images, beside the attacks
@@ -83,20 +92,24 @@ def victim_task_id(role: str, noise_seed: int | None = None) -> str:
     return role if noise_seed is None else f"{role}/v{noise_seed}"
 
 
-def victim_task_parts(role: str, victim: VictimConfig, noise_seed: int | None = None
-                      ) -> tuple[dict[str, Any], dict[str, Ref]]:
-    """Config values and inputs that pin a role's victim (or its ``noise_seed`` twin): its weights
-    file, or its train-victim task."""
+#: a task's victim: its train-victim task id, or the weights file it is given (arch, num_classes, weights, sha256)
+VictimPin = str | dict[str, Any]
+
+
+def victim_task_parts(
+    role: str, victim: VictimConfig, noise_seed: int | None = None
+) -> tuple[VictimPin, dict[str, Ref]]:
+    """The value (a task's ``victim`` field) and inputs that pin a role's victim (or its ``noise_seed``
+    twin): its weights file, or its train-victim task."""
     if victim.weights is None:
         task_id = victim_task_id(role, noise_seed)
-        return {"victim": task_id}, {"victim": Ref("train-victim", task_id)}
+        return task_id, {"victim": Ref("train-victim", task_id)}
     path = Path(victim.weights).expanduser().absolute()
     digest = sha256_file(path) if path.is_file() else "missing"
-    return {"victim": {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path),
-                       "sha256": digest}}, {}
+    return {"arch": victim.arch, "num_classes": victim.num_classes, "weights": str(path), "sha256": digest}, {}
 
 
-def load_victim(inputs: Mapping[str, Artifact], task_victim: Any, device):
+def load_victim(inputs: Mapping[str, Artifact], task_victim: VictimPin, device):
     """The victim a task was planned with (see ``victim_task_parts``), in eval mode."""
     from pipeline.victims import load_victim as load
 
@@ -124,26 +137,31 @@ def attack_task_id(role: str, attack: str, start: int, noise_seed: int | None = 
 
 def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str, int | None], dict[str, Ref]]:
     """Per (role, attack, victim noise seed; None: the role's own victim): the inputs naming every
-    shard of that attack on that role."""
+    shard of that attack on that role, in row order."""
     refs: dict[tuple[str, str, int | None], dict[str, Ref]] = {}
     for t in attack_tasks:
-        key = (t.config["role"], t.config["attack"], t.config["victim_seed"])
-        refs.setdefault(key, {})[f"{ADV_INPUT}{t.config['start']:06d}"] = Ref("attack", t.id)
+        shard = t.record
+        refs.setdefault((shard.role, shard.attack, shard.victim_seed), {})[f"{ADV_INPUT}{shard.start:06d}"] = Ref(
+            "attack", t.id
+        )
     return refs
 
 
-def read_adversarial(inputs: Mapping[str, Artifact],
-                     names: Sequence[str] = ("images", "rows")) -> dict[str, np.ndarray]:
-    """The adversarial shards among a task's inputs, concatenated in row order."""
+def read_adversarial(
+    inputs: Mapping[str, Artifact], names: Sequence[str] = ("images", "rows"), shards: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """The adversarial shards among a task's inputs, concatenated in row order (see ``adversarial_paths``)."""
     from pipeline.data.shards import read_shard
 
-    shards = [read_shard(path, names) for path in adversarial_paths(inputs)]
-    return {name: np.concatenate([s[name] for s in shards]) for name in names}
+    arrays = [read_shard(path, names) for path in adversarial_paths(inputs, shards)]
+    return {name: np.concatenate([a[name] for a in arrays]) for name in names}
 
 
-def adversarial_paths(inputs: Mapping[str, Artifact]) -> list[Path]:
-    """The adversarial shard files among a task's inputs, in row order."""
-    return [inputs[name].file(ADVERSARIAL) for name in sorted(inputs) if name.startswith(ADV_INPUT)]
+def adversarial_paths(inputs: Mapping[str, Artifact], shards: Sequence[str] | None = None) -> list[Path]:
+    """The adversarial shard files of the inputs named ``shards`` (as ``adversarial_refs`` declares them,
+    in row order); None: every input named as a shard (``pipeline bench``, which holds no task record)."""
+    names = shards if shards is not None else sorted(name for name in inputs if name.startswith(ADV_INPUT))
+    return [inputs[name].file(ADVERSARIAL) for name in names]
 
 
 def unseen_pairs(attacks: Sequence[str], seed: int) -> dict[str, str]:
@@ -174,10 +192,14 @@ def train_task_id(row: str, attack: str, point: str | None, seed: int) -> str:
     return seeded(f"{row}/{attack}" + (f"/{point}" if point else ""), seed)
 
 
-def eval_task_id(row: str, train: str | None, test: str, point: str | None, seed: int | None,
-                 noise_seed: int | None = None) -> str:
-    task_id = f"{row}/{train or '-'}/{test}" + (f"/{point}" if point else "") + \
-        ("" if noise_seed is None else f"/v{noise_seed}")
+def eval_task_id(
+    row: str, train: str | None, test: str, point: str | None, seed: int | None, noise_seed: int | None = None
+) -> str:
+    task_id = (
+        f"{row}/{train or '-'}/{test}"
+        + (f"/{point}" if point else "")
+        + ("" if noise_seed is None else f"/v{noise_seed}")
+    )
     return task_id if seed is None else seeded(task_id, seed)
 
 
@@ -247,8 +269,11 @@ def export_tree(src: Path, dst: Path) -> None:
         stamp.seek(0)
         theirs = _timestamp(stamp.read())
         if dst.exists() and theirs is not None and theirs > mine:
-            print(f"warning: {dst} not replaced: it holds the export of a run submitted at {_iso(theirs)}, "
-                  f"later than this one ({_iso(mine)})", file=sys.stderr)
+            print(
+                f"warning: {dst} not replaced: it holds the export of a run submitted at {_iso(theirs)}, "
+                f"later than this one ({_iso(mine)})",
+                file=sys.stderr,
+            )
             return
         _replace_tree(src, dst)
         stamp.seek(0)
@@ -301,4 +326,4 @@ def _timestamp(text: str) -> float | None:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

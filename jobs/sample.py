@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +13,53 @@ import numpy as np
 
 from jobs.artifacts import SAMPLE_INDEX, SAMPLE_MANIFEST, victim_split
 from pipeline.config import ATTACKED_ROLES, ROLES, SampleConfig
-from pipeline.dag import Resources, Step, Task
+from pipeline.dag import KEYED_UNLESS_NONE, Resources, Step, Task, TaskRecord
 from pipeline.data.sampling import choose, file_checksums, from_manifest, make_manifest, read_manifest
 from pipeline.data.shards import write_shard
 from pipeline.data.sources import SOURCES, Item, Listing
 from pipeline.errors import PipelineError
+from pipeline.execute import Context
 from pipeline.schema import suggest
 from pipeline.store import sha256_file
+
+
+@dataclass(frozen=True)
+class SampleTask(TaskRecord):
+    """One dataset's images for every split it serves (``sample.datasets.<dataset>`` and the roles)."""
+
+    dataset: str
+    source: str
+    root: str
+    manifest: str | None
+    classes: list[str] | None
+    exclude: list[str]
+    seed: int
+    image_size: int
+    shard_size: int
+    splits: list[tuple[str, int]]
+    # the manifest's content, not its path, decides the images ("missing" when the file is not there)
+    manifest_sha256: str | None = field(default=None, metadata=KEYED_UNLESS_NONE)
 
 
 def splits_of(sample: SampleConfig, dataset: str) -> list[tuple[str, int]]:
     """The (split, count) pairs drawn from one dataset, in the fixed order that keeps them disjoint."""
     roles = [(role, getattr(sample.roles, role)) for role in ROLES]
     splits = [(role, cfg.count) for role, cfg in roles if cfg.dataset == dataset]
-    splits += [(victim_split(role), cfg.victim_count) for role, cfg in roles
-               if cfg.dataset == dataset and role in ATTACKED_ROLES and cfg.victim_count > 0]
+    splits += [
+        (victim_split(role), cfg.victim_count)
+        for role, cfg in roles
+        if cfg.dataset == dataset and role in ATTACKED_ROLES and cfg.victim_count > 0
+    ]
     return splits
 
 
 def dataset_root(name: str, sample: SampleConfig) -> Path:
     dataset = sample.datasets[name]
     if dataset.source not in SOURCES:
-        raise PipelineError(f"config key 'sample.datasets.{name}.source': unknown source "
-                            f"{dataset.source!r}{suggest(dataset.source, SOURCES)}")
+        raise PipelineError(
+            f"config key 'sample.datasets.{name}.source': unknown source "
+            f"{dataset.source!r}{suggest(dataset.source, SOURCES)}"
+        )
     root = dataset.root or SOURCES[dataset.source].default_root()
     if root is None:
         raise PipelineError(f"config key 'sample.datasets.{name}.root' is required for source {dataset.source}")
@@ -48,55 +72,67 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     out = []
     for name in used:
         dataset = sample.datasets[name]
-        config = {"dataset": name, **asdict(dataset), "root": str(dataset_root(name, sample)),
-                  "seed": sample.seed, "image_size": sample.image_size, "shard_size": sample.shard_size,
-                  "splits": splits_of(sample, name)}
-        if dataset.manifest:  # the manifest's content, not its path, decides the images
-            config["manifest_sha256"] = sha256_file(Path(dataset.manifest)) if Path(dataset.manifest).is_file() \
-                else "missing"
-        out.append(Task("sample", name, config))
+        digest = None
+        if dataset.manifest:
+            digest = sha256_file(Path(dataset.manifest)) if Path(dataset.manifest).is_file() else "missing"
+        record = SampleTask(
+            name,
+            dataset.source,
+            str(dataset_root(name, sample)),
+            dataset.manifest,
+            dataset.classes,
+            dataset.exclude,
+            sample.seed,
+            sample.image_size,
+            sample.shard_size,
+            splits_of(sample, name),
+            digest,
+        )
+        out.append(Task("sample", name, record))
     return out
 
 
-def run(ctx, task: Task) -> None:
-    c = task.config
-    source, root, splits = SOURCES[c["source"]], Path(c["root"]), [tuple(s) for s in c["splits"]]
-    if c["classes"] is not None and not source.labelled:
-        raise PipelineError(f"config key 'sample.datasets.{c['dataset']}.classes': source {c['source']} has no labels")
-    if c["manifest"]:
-        manifest = read_manifest(Path(c["manifest"]))
-        chosen = from_manifest(manifest, Path(c["manifest"]), root, splits)
+def run(ctx: Context, task: SampleTask) -> None:
+    source, root, splits = SOURCES[task.source], Path(task.root), [tuple(s) for s in task.splits]
+    if task.classes is not None and not source.labelled:
+        raise PipelineError(f"config key 'sample.datasets.{task.dataset}.classes': source {task.source} has no labels")
+    if task.manifest:
+        manifest = read_manifest(Path(task.manifest))
+        chosen = from_manifest(manifest, Path(task.manifest), root, splits)
         classes, checksums = manifest.get("classes"), manifest["files"]
     else:
-        listing = source.list(root, c["classes"])
-        excluded = set(c["exclude"])
+        listing = source.list(root, task.classes)
+        excluded = set(task.exclude)
         listing = Listing([it for it in listing.items if it.file not in excluded], listing.classes)
-        chosen = choose(listing, splits, c["seed"], f"dataset {c['dataset']} ({root})")
+        chosen = choose(listing, splits, task.seed, f"dataset {task.dataset} ({root})")
         classes = listing.classes
         checksums = file_checksums(root, [it for items in chosen.values() for it in items])
     index = {}
     for split, items in chosen.items():
-        index[split] = {"count": len(items), "shards": _write_split(ctx.out, split, source, root, items, c)}
-    manifest = make_manifest(c["dataset"], c["source"], c["seed"], classes, chosen, checksums)
+        index[split] = {"count": len(items), "shards": _write_split(ctx.out, split, source, root, items, task)}
+    manifest = make_manifest(task.dataset, task.source, task.seed, classes, chosen, checksums)
     (ctx.out / SAMPLE_MANIFEST).write_text(json.dumps(manifest, indent=1))
     (ctx.out / SAMPLE_INDEX).write_text(json.dumps({"classes": classes, "splits": index}, indent=1))
-    _export(manifest, Path(ctx.config.sample.manifest_dir) / f"{c['dataset']}.json")
-    ctx.summary.update({"splits": {s: v["count"] for s, v in index.items()},
-                        "classes": len(classes) if classes else 0})
+    _export(manifest, Path(ctx.config.sample.manifest_dir) / f"{task.dataset}.json")
+    ctx.summary.update({"splits": {s: v["count"] for s, v in index.items()}, "classes": len(classes) if classes else 0})
 
 
-def _write_split(out: Path, split: str, source, root: Path, items: list[Item], c: dict) -> list[dict]:
+def _write_split(out: Path, split: str, source, root: Path, items: list[Item], task: SampleTask) -> list[dict]:
     shards = []
     (out / split).mkdir()
-    images = source.load(root, items, c["image_size"])
-    for number, start in enumerate(range(0, len(items), c["shard_size"])):
-        part = items[start:start + c["shard_size"]]
+    images = source.load(root, items, task.image_size)
+    for number, start in enumerate(range(0, len(items), task.shard_size)):
+        part = items[start : start + task.shard_size]
         name = f"{split}/shard-{number:05d}.h5"
-        write_shard(out / name, {
-            "images": np.stack([next(images) for _ in part]),
-            "labels": np.array([it.label for it in part], dtype=np.int64),
-            "ids": np.array([it.id for it in part], dtype=str),
-        }, {"split": split, "dataset": c["dataset"], "start": start})
+        write_shard(
+            out / name,
+            {
+                "images": np.stack([next(images) for _ in part]),
+                "labels": np.array([it.label for it in part], dtype=np.int64),
+                "ids": np.array([it.id for it in part], dtype=str),
+            },
+            {"split": split, "dataset": task.dataset, "start": start},
+        )
         shards.append({"file": name, "start": start, "count": len(part)})
     return shards
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jobs._training import report, train_and_save
 from jobs.artifacts import image_shape, init_seed, read_split, row_id, seeded
 from jobs.variants import ablation_seeds, variants
-from pipeline.dag import Ref, Resources, Step, Task
+from pipeline.dag import Ref, Resources, Step, Task, TaskRecord
+from pipeline.execute import Context
+
+
+@dataclass(frozen=True)
+class TrainCAETask(TaskRecord):
+    """One CAE: a setting of the ``cae`` section (as a dict, ``cae.variants`` included) and a training seed."""
+
+    row: str  # ``cae``, or a ``cae.variants`` row
+    cae: dict[str, Any]
+    seed: int
+    image_shape: tuple[int, int, int]
 
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
@@ -19,11 +31,17 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
     settings: dict[str, Any] = {}
     for v in variants(cfg, ablations=True):  # main and the rows come before the ablation points
         settings.setdefault(v.cae_id, v)
-    return [Task("train-cae", seeded(cae_id, seed),
-                 {"row": row_id("cae", v.row if v.family == "cae" else None), "cae": v.cae, "seed": seed,
-                  "image_shape": image_shape(cfg["sample"])},
-                 {"data": Ref("sample", dataset)}, group=group)
-            for cae_id, v in settings.items() for seed, group in _seeds(cfg, cae_id, v).items()]
+    return [
+        Task(
+            "train-cae",
+            seeded(cae_id, seed),
+            TrainCAETask(row_id("cae", v.row if v.family == "cae" else None), v.cae, seed, image_shape(cfg["sample"])),
+            {"data": Ref("sample", dataset)},
+            group=group,
+        )
+        for cae_id, v in settings.items()
+        for seed, group in _seeds(cfg, cae_id, v).items()
+    ]
 
 
 def _seeds(cfg: Mapping[str, Any], cae_id: str, v: Any) -> dict[int, str]:
@@ -37,11 +55,18 @@ def _seeds(cfg: Mapping[str, Any], cae_id: str, v: Any) -> dict[int, str]:
     return seeds
 
 
-def run(ctx, task: Task) -> None:
-    c = task.config
+def run(ctx: Context, task: TrainCAETask) -> None:
     rows = read_split(ctx.input("data"), "cae_train", ["images", "labels"])
-    train_and_save(ctx, "vae", c["cae"], c["seed"], init_seed(c["row"], "clean", c["seed"]), tuple(c["image_shape"]),
-                   {"x": rows["images"]}, rows["labels"])
+    train_and_save(
+        ctx,
+        "vae",
+        task.cae,
+        task.seed,
+        init_seed(task.row, "clean", task.seed),
+        task.image_shape,
+        {"x": rows["images"]},
+        rows["labels"],
+    )
 
 
 STEP = Step(

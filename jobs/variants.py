@@ -74,13 +74,25 @@ def _points(base: Variant, sweep: Any) -> list[Variant]:
     """The ablation points of one row: λ1, λ2 and the depth grid around its settings."""
     cae, aae = base.cae, base.aae
     first, latent = cae["arch"]["widths"][0], cae["arch"]["widths"][-1]
-    out = [Variant(base.row, f"lambda1={v:g}", _with(cae, lambda_kl=v), aae, f"lambda1={v:g}", "lambda1")
-           for v in sweep.lambdas]
-    out += [Variant(base.row, f"lambda2={v:g}", cae, _with(aae, lambda_kl=v), base.cae_id, "lambda2")
-            for v in sweep.lambdas]
-    out += [Variant(base.row, f"depth={nc}x{na}", _with(cae, widths=cae_widths(nc, first, latent)),
-                    _with(aae, widths=aae_widths(na, aae["arch"]["widths"][0], latent)), f"depth={nc}", "depth")
-            for nc in sweep.cae_depths for na in sweep.aae_depths]
+    out = [
+        Variant(base.row, f"lambda1={v:g}", _with(cae, lambda_kl=v), aae, f"lambda1={v:g}", "lambda1")
+        for v in sweep.lambdas
+    ]
+    out += [
+        Variant(base.row, f"lambda2={v:g}", cae, _with(aae, lambda_kl=v), base.cae_id, "lambda2") for v in sweep.lambdas
+    ]
+    out += [
+        Variant(
+            base.row,
+            f"depth={nc}x{na}",
+            _with(cae, widths=cae_widths(nc, first, latent)),
+            _with(aae, widths=aae_widths(na, aae["arch"]["widths"][0], latent)),
+            f"depth={nc}",
+            "depth",
+        )
+        for nc in sweep.cae_depths
+        for na in sweep.aae_depths
+    ]
     return [v if v.cae != base.cae else Variant(v.row, v.point, v.cae, v.aae, base.cae_id, v.figure) for v in out]
 
 
@@ -90,13 +102,19 @@ def variants(cfg: Mapping[str, Any], ablations: bool) -> list[Variant]:
     cae, aae = asdict(cfg["cae"]), asdict(cfg["aae"])
     main = Variant(None, None, cae, aae, "main")
     rows = [Variant(name, None, cae, merge(aae, overrides), "main") for name, overrides in cfg["aae"].variants.items()]
-    cae_rows = [Variant(name, None, merge(cae, overrides), aae, f"cae+{name}", family="cae")
-                for name, overrides in cfg["cae"].variants.items()]
+    cae_rows = [
+        Variant(name, None, merge(cae, overrides), aae, f"cae+{name}", family="cae")
+        for name, overrides in cfg["cae"].variants.items()
+    ]
     out = [main, *rows, *cae_rows]
     if ablations:
         swept = cfg["ablation"].variants
-        out += [point for base in [main, *rows] if base.row is None or swept is None or base.row in swept
-                for point in _points(base, cfg["ablation"])]
+        out += [
+            point
+            for base in [main, *rows]
+            if base.row is None or swept is None or base.row in swept
+            for point in _points(base, cfg["ablation"])
+        ]
     return out
 
 

@@ -92,7 +92,8 @@ class VictimsConfig:
 def _params_section(name: str, specs: Mapping[str, Any]) -> type:
     """A config section with one field per spec that has a parameter dataclass, named after the spec."""
     return dataclasses.make_dataclass(
-        name, [(key, spec.params, field(default_factory=spec.params)) for key, spec in specs.items() if spec.params])
+        name, [(key, spec.params, field(default_factory=spec.params)) for key, spec in specs.items() if spec.params]
+    )
 
 
 AttackParams = _params_section("AttackParams", ATTACKS)
@@ -410,30 +411,46 @@ def _check_consistency(config: Config) -> None:
     for role in ROLES:
         name = getattr(sample.roles, role).dataset
         if name not in sample.datasets:
-            raise PipelineError(f"config key 'sample.roles.{role}.dataset': {name!r} is not in "
-                                f"sample.datasets ({', '.join(sorted(sample.datasets))})")
+            raise PipelineError(
+                f"config key 'sample.roles.{role}.dataset': {name!r} is not in "
+                f"sample.datasets ({', '.join(sorted(sample.datasets))})"
+            )
     for name, overrides in config.cae.variants.items():
         _variant(CAEConfig, config.cae, overrides, f"cae.variants.{name}")
-    aae_settings = {"aae": {}, **{f"aae.variants.{k}": v for k, v in config.aae.variants.items()},
-                    **{f"convergence.runs.{k}.aae": v.aae for k, v in config.convergence.runs.items()}}
+    aae_settings = {
+        "aae": {},
+        **{f"aae.variants.{k}": v for k, v in config.aae.variants.items()},
+        **{f"convergence.runs.{k}.aae": v.aae for k, v in config.convergence.runs.items()},
+    }
     for where, overrides in aae_settings.items():
         aae = _variant(AAEConfig, config.aae, overrides, where) if where != "aae" else config.aae
         latent = (config.cae.arch.widths[-1], aae.arch.widths[-1])
         if latent[0] != latent[1]:
-            raise PipelineError(f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
-                                f"same latent size, got {latent[0]} and {latent[1]}")
+            raise PipelineError(
+                f"config keys 'cae.arch.widths' and '{where}.arch.widths' must end in the "
+                f"same latent size, got {latent[0]} and {latent[1]}"
+            )
     conv = config.convergence
-    limits = {"convergence.max_steps": (conv.max_steps, "convergence.steps", conv.steps),
-              **{f"convergence.runs.{k}.max_steps": (r.max_steps, f"convergence.runs.{k}.steps" if r.steps
-                                                     else "convergence.steps", r.steps or conv.steps)
-                 for k, r in conv.runs.items()}}
+    limits = {
+        "convergence.max_steps": (conv.max_steps, "convergence.steps", conv.steps),
+        **{
+            f"convergence.runs.{k}.max_steps": (
+                r.max_steps,
+                f"convergence.runs.{k}.steps" if r.steps else "convergence.steps",
+                r.steps or conv.steps,
+            )
+            for k, r in conv.runs.items()
+        },
+    }
     for where, (limit, budget_key, budget) in limits.items():
         if conv.runs and limit is not None and limit < budget:
             raise PipelineError(f"config key {where!r}: {limit} is below {budget_key} ({budget})")
     for name in config.ablation.variants or []:
         if name not in config.aae.variants:
-            raise PipelineError(f"config key 'ablation.variants': {name!r} is not in aae.variants"
-                                f"{suggest(name, config.aae.variants) if config.aae.variants else ' (none defined)'}")
+            raise PipelineError(
+                f"config key 'ablation.variants': {name!r} is not in aae.variants"
+                f"{suggest(name, config.aae.variants) if config.aae.variants else ' (none defined)'}"
+            )
     if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
         raise PipelineError(f"config key 'seeds': {config.seeds} must be distinct, and at least one")
     for name in config.attack.limits:
@@ -441,14 +458,18 @@ def _check_consistency(config: Config) -> None:
             raise PipelineError(f"unknown key 'attack.limits.{name}' (attacks: {', '.join(ATTACKS)})")
     if config.victim.noise_seeds and config.victim.test.weights is not None:
         raise PipelineError("config key 'victim.noise_seeds': the test victim is given as weights, not trained")
-    if config.victim.test.seed in config.victim.noise_seeds or \
-            len(set(config.victim.noise_seeds)) != len(config.victim.noise_seeds):
-        raise PipelineError(f"config key 'victim.noise_seeds': {config.victim.noise_seeds} must be distinct and "
-                            f"differ from victim.test.seed ({config.victim.test.seed})")
+    if config.victim.test.seed in config.victim.noise_seeds or len(set(config.victim.noise_seeds)) != len(
+        config.victim.noise_seeds
+    ):
+        raise PipelineError(
+            f"config key 'victim.noise_seeds': {config.victim.noise_seeds} must be distinct and "
+            f"differ from victim.test.seed ({config.victim.test.seed})"
+        )
     for role in ATTACKED_ROLES:
         victim = getattr(config.victim, role)
         if victim.weights is None and getattr(sample.roles, role).victim_count == 0:
-            raise PipelineError(f"config: victim.{role} has no weights, so it is trained, but "
-                                f"sample.roles.{role}.victim_count is 0")
+            raise PipelineError(
+                f"config: victim.{role} has no weights, so it is trained, but sample.roles.{role}.victim_count is 0"
+            )
         if victim.weights is not None and victim.num_classes is None:
             raise PipelineError(f"config key 'victim.{role}.num_classes' is required with weights")

@@ -11,13 +11,16 @@ import importlib
 import pkgutil
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.schema import suggest
 from pipeline.store import Store, artifact_key
+
+if TYPE_CHECKING:
+    from pipeline.execute import Context
 
 _TIME = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
@@ -47,15 +50,40 @@ class Ref:
     task: str
 
 
+#: ``TaskRecord`` field metadata: how a field enters the artifact key
+UNKEYED = {"key": "never"}  # planning detail (e.g. the names of declared inputs, whose keys are hashed anyway)
+KEYED_UNLESS_NONE = {"key": "unless-none"}  # left out of the key while None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A step's typed task: the values that determine its output (``key_config``, which the artifact key
+    hashes and the manifest records), plus fields marked ``UNKEYED``, such as the names of its inputs."""
+
+    def key_config(self) -> dict[str, Any]:
+        """The keyed fields as plain values (nested dataclasses as dicts)."""
+        plain = asdict(self)
+        for f in fields(self):
+            rule = f.metadata.get("key")
+            if rule == "never" or (rule == "unless-none" and plain[f.name] is None):
+                del plain[f.name]
+        return plain
+
+
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: its output is determined by ``config`` and the artifacts of ``inputs``."""
+    """One unit of work: its output is determined by ``record`` and the artifacts of ``inputs``."""
 
     step: str
     id: str
-    config: Mapping[str, Any]
+    record: TaskRecord | Mapping[str, Any]  # what the step's ``run`` gets; a plain mapping in engine tests
     inputs: Mapping[str, Ref] = field(default_factory=dict)
     group: str = "main"
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The config values the artifact key hashes."""
+        return self.record.key_config() if isinstance(self.record, TaskRecord) else self.record
 
 
 TasksFn = Callable[[Mapping[str, Any], Mapping[str, Sequence[Task]]], list[Task]]
@@ -71,7 +99,7 @@ class Step:
     reads: tuple[str, ...]
     resources: Resources
     tasks: TasksFn
-    run: Callable[[Any, Task], None]
+    run: Callable[[Context, Any], None]  # gets the task's record
     checkpointable: bool = False  # long-running: requeued and resumed after a scheduler time-out
     small: bool = False  # tasks take seconds to minutes: a scheduler packs several into one job
     description: str = ""
@@ -114,7 +142,7 @@ def ordered(steps: Mapping[str, Step]) -> dict[str, Step]:
         if name in done:
             return
         if name in visiting:
-            cycle = visiting[visiting.index(name):] + [name]
+            cycle = visiting[visiting.index(name) :] + [name]
             raise RuntimeError(f"steps form a cycle: {' -> '.join(cycle)}")
         visiting.append(name)
         for need in steps[name].needs:
@@ -219,8 +247,13 @@ def select(tasks: Mapping[str, list[Task]], targets: Sequence[str]) -> set[tuple
     return chosen
 
 
-def build_plan(config: Config, store: Store, targets: Sequence[str], force: Sequence[str] = (),
-               steps: Mapping[str, Step] | None = None) -> Plan:
+def build_plan(
+    config: Config,
+    store: Store,
+    targets: Sequence[str],
+    force: Sequence[str] = (),
+    steps: Mapping[str, Step] | None = None,
+) -> Plan:
     """Keys for the selected tasks in order; ``force`` reruns those steps and all their dependants."""
     steps = steps if steps is not None else discover()
     for name in force:

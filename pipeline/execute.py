@@ -40,10 +40,6 @@ class Context:
     def input(self, name: str) -> Artifact:
         return self.inputs[name]
 
-    def inputs_named(self, prefix: str) -> list[Artifact]:
-        """Inputs whose names start with ``prefix``, in name order (e.g. all shards)."""
-        return [self.inputs[name] for name in sorted(self.inputs) if name.startswith(prefix)]
-
     @property
     def progress(self) -> bool:
         """Show progress bars: asked for, and someone is watching (stderr is a terminal)."""
@@ -68,7 +64,7 @@ def execute(planned: Planned, store: Store, config: Config) -> str:
         work = store.workdir(step.name, planned.key)
         with store.staging(step.name, planned.key) as tmp, _failure_cleanup(planned, work, tmp):
             ctx = Context(config, planned.key, tmp, work, inputs)
-            step.run(ctx, task)
+            step.run(ctx, task.record)
             finished = time.time()
             store.publish(
                 tmp,

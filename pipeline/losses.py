@@ -22,12 +22,12 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def sse(a: Tensor, b: Tensor, reduction: str = "sum") -> Tensor:
+def sse(a: Tensor, b: Tensor, reduction: str) -> Tensor:
     """Squared error, reduced per image (see ``REDUCTIONS``) and averaged over the batch."""
     return REDUCTIONS[reduction]((a - b).pow(2))
 
 
-def kl_standard_normal(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Tensor:
+def kl_standard_normal(mu: Tensor, logvar: Tensor, reduction: str) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) over each image's latent, averaged over the batch."""
     return REDUCTIONS[reduction](-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()))
 
@@ -39,8 +39,7 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float,
-             reduction: str = "sum") -> dict[str, Tensor]:
+def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float, reduction: str) -> dict[str, Tensor]:
     """||target − D(E(x_in))||² + λ·KL: the CAE's eq. 1 (target = input, λ = λ1) and the baselines."""
     recon, mu, logvar, _ = model(x_in)
     terms = {"recon": sse(recon, x_target, reduction), "kl": kl_standard_normal(mu, logvar, reduction)}
@@ -48,8 +47,16 @@ def vae_loss(model: ConvVAE, x_in: Tensor, x_target: Tensor, lambda_kl: float,
     return terms
 
 
-def aae_loss(aae: ConvVAE, cae: ConvVAE, x_adv: Tensor, lambda_kl: float, warmup: bool,
-             reduction: str = "sum", anchor_weight: float = 0.0, warmup_target: str = "cycle") -> dict[str, Tensor]:
+def aae_loss(
+    aae: ConvVAE,
+    cae: ConvVAE,
+    x_adv: Tensor,
+    lambda_kl: float,
+    warmup: bool,
+    reduction: str,
+    anchor_weight: float,
+    warmup_target: str,
+) -> dict[str, Tensor]:
     """Eqs. 2–6: Z_A = E_AAE(X_A), X̃_C = D_CAE(Z_A), Ẑ_A = E_CAE(X̃_C) (mean), X̂_A = D_AAE(Ẑ_A);
     total = λ2·KL + ||X_A − X̂_A||² + ||Z_A − Ẑ_A||² ("paper" is this sum whatever the total), and
     during the warm-up only the paper's "L_A": ||X_A − X̂_A||² (``warmup_target`` ``cycle``), or in
@@ -83,15 +90,30 @@ WARMUP_TERMS = {"cycle": "recon_x", "self": "recon_self"}
 
 
 @dataclass(frozen=True)
+class CycleParams:
+    """What only the AAE's loss through the frozen CAE reads: its warm-up length (epochs) and reading,
+    and its anchor weight. Defaults live in the config schema (``pipeline.config.AAEConfig``)."""
+
+    warmup_epochs: int
+    warmup_target: str
+    anchor_weight: float
+
+
+@dataclass(frozen=True)
 class LossParams:
-    """Hyper-parameters of a loss: the KL weight (λ1 or λ2), the reduction, and the AAE's warm-up
-    length and reading, and anchor weight. Defaults live in the config schema (``pipeline.config``)."""
+    """Hyper-parameters of a loss: the KL weight (λ1 or λ2), the reduction, and for the AAE's loss its
+    ``cycle`` settings (None for a loss that does not run through the CAE). Defaults live in the config
+    schema (``pipeline.config``)."""
 
     lambda_kl: float
     reduction: str
-    warmup_epochs: int = 0
-    warmup_target: str = "cycle"
-    anchor_weight: float = 0.0
+    cycle: CycleParams | None = None
+
+    def through_cae(self) -> CycleParams:
+        """The cycle settings, which the AAE's loss needs."""
+        if self.cycle is None:
+            raise ValueError("the aae loss needs LossParams.cycle (the aae section's warm-up and anchor settings)")
+        return self.cycle
 
 
 Loss = Callable[[Mapping[str, nn.Module], LossParams, Mapping[str, Tensor], int], dict[str, Tensor]]
@@ -103,14 +125,30 @@ def target_of(batch: Mapping[str, Tensor]) -> Tensor:
     return batch.get("target", batch["x"])
 
 
+def _aae_loss(
+    models: Mapping[str, nn.Module], params: LossParams, batch: Mapping[str, Tensor], epoch: int
+) -> dict[str, Tensor]:
+    cycle = params.through_cae()
+    return aae_loss(
+        models["model"],
+        models["cae"],
+        batch["x"],
+        params.lambda_kl,
+        epoch < cycle.warmup_epochs,
+        params.reduction,
+        cycle.anchor_weight,
+        cycle.warmup_target,
+    )
+
+
 # Uniform signature (models, params, batch, epoch). models["model"] is the network being trained,
 # models["cae"] the frozen CAE (aae only); batch["x"] is the input and batch["target"], when
 # present, the image to reconstruct (a paired clean image), else the input. Epochs count from 0.
 LOSSES: dict[str, Loss] = {
     "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], target_of(b), p.lambda_kl, p.reduction),
-    "aae": lambda m, p, b, epoch: aae_loss(m["model"], m["cae"], b["x"], p.lambda_kl, epoch < p.warmup_epochs,
-                                           p.reduction, p.anchor_weight, p.warmup_target),
+    "aae": lambda m, p, b, epoch: _aae_loss(m, p, b, epoch),
 }
+
 
 def _cycle_outputs(aae: ConvVAE, cae: ConvVAE, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     """The AAE's cycle D_AAE(E_CAE(X̃_C)) and its recovery X̃_C = D_CAE(E_AAE(x)), each against x."""

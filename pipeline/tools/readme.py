@@ -9,11 +9,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
+from jobs.artifacts import (
+    ABLATIONS,
+    ATTACKS_TABLE,
+    CONVERGENCE,
+    CONVERGENCE_SUMMARY,
+    FIG_CONVERGENCE,
+    FIG_DEPTHS,
+    FIG_DETECTION,
+    FIG_LAMBDAS,
+    FIG_RECOVERY,
+    FIG_TRAINING,
+    PROVENANCE,
+    TRAINING_SANITY,
+    VICTIMS_TABLE,
+)
 from pipeline.attacks.catalog import ATTACKS
 from pipeline.errors import PipelineError
 from pipeline.tables import spread
@@ -72,7 +86,7 @@ def _cell(value: float, sd: float, digits: int) -> str:
 
 def render_results(results: Path) -> str:
     """Tables II and III (recovery accuracy, PSNR), the detection AUROC and the figures of one config."""
-    provenance = json.loads(render_file(results / "provenance.json"))
+    provenance = json.loads(render_file(results / PROVENANCE))
     runtimes = "; ".join(
         f"{r['device']}, {r['threads']} thread(s), torch {r['torch']}" for r in provenance.get("runtime", []) if r
     )
@@ -102,11 +116,11 @@ def render_results(results: Path) -> str:
         parts += [f"**{title}**", _markdown(_read(results / f"{stem}.csv"), 1, **options)]
     detection = _read(results / "detection_auroc_seen.csv").assign(clean=float("nan"))
     parts += ["**Detection AUROC by reconstruction error, seen attacks (Fig. 6)**", _markdown(detection, 3)]
-    parts += [f"![Fig. 7]({results}/fig7_recovery.png)", f"![Fig. 6]({results}/fig6_detection.png)"]
-    ablations = results / "ablations"
-    for fig4 in sorted(ablations.glob("fig4_lambdas_*.png")):
-        attack = fig4.stem.removeprefix("fig4_lambdas_")
-        parts += [f"![Fig. 4, {attack}]({fig4}) ![Fig. 5, {attack}]({ablations}/fig5_depths_{attack}.png)"]
+    parts += [f"![Fig. 7]({results}/{FIG_RECOVERY})", f"![Fig. 6]({results}/{FIG_DETECTION})"]
+    ablations = results / ABLATIONS
+    for fig4 in sorted(ablations.glob(f"{FIG_LAMBDAS}_*.png")):
+        attack = fig4.stem.removeprefix(f"{FIG_LAMBDAS}_")
+        parts += [f"![Fig. 4, {attack}]({fig4}) ![Fig. 5, {attack}]({ablations}/{FIG_DEPTHS}_{attack}.png)"]
     return "\n\n".join(parts)
 
 
@@ -115,7 +129,7 @@ def render_sanity(results: Path) -> str:
     image's (the floor) and the class-mean image's, from ``training_sanity.csv``: per model, the
     mean over training data and seeds and the range, how many are "not trained" (within 1 dB of the
     floor), and its recovery accuracy on the clean test images (does it keep the class?)."""
-    sanity = _read(results / "training_sanity.csv")
+    sanity = _read(results / TRAINING_SANITY)
     lines = [
         "| model | trained on | models | steps | held-out images | held-out PSNR (dB) | mean image (dB) "
         "| class-mean image (dB) | not trained | D_CAE(E_AAE(x)) vs x (dB) | clean test images kept (%) "
@@ -136,7 +150,7 @@ def render_sanity(results: Path) -> str:
             f"{_mean_span(recovered) if len(recovered) else '–'} | {_mean_span(kept) if len(kept) else '–'} | "
             f"{_share(group['clipped_steps'])} |"
         )
-    return "\n".join(lines) + f"\n\n![training curves, first seed]({results}/fig_training.png)"
+    return "\n".join(lines) + f"\n\n![training curves, first seed]({results}/{FIG_TRAINING})"
 
 
 def _share(values: pd.Series) -> str:
@@ -156,7 +170,7 @@ def _mean_span(values: pd.Series) -> str:
 
 def render_attacks(results: Path) -> str:
     """Victim accuracy and per-attack success of one config, from ``victims.csv`` and ``attacks.csv``."""
-    victims, attacks = _read(results / "victims.csv"), _read(results / "attacks.csv")
+    victims, attacks = _read(results / VICTIMS_TABLE), _read(results / ATTACKS_TABLE)
     lines = [
         "| victim of | held-out accuracy | accuracy on the attacked images | chance | majority class |",
         "|---|---|---|---|---|",
@@ -181,7 +195,7 @@ def render_attacks(results: Path) -> str:
 def render_convergence(results: Path) -> str:
     """The convergence study of one config, from ``convergence/summary.csv``: per run and attack, the
     steps reached, how many seeds plateaued, and the last measurement (mean ± sd over seeds)."""
-    summary = _read(results / "convergence" / "summary.csv")
+    summary = _read(results / CONVERGENCE / CONVERGENCE_SUMMARY)
     lines = [
         "| run | attack | steps | plateaued | objective, held out | cycle PSNR (dB) | D(E(x)) vs clean (dB) "
         "| recovery accuracy (%) | on flipped images (%) | doing nothing / CAE alone (%) |",
@@ -201,7 +215,7 @@ def render_convergence(results: Path) -> str:
             f"{_cell(100 * r.recovery_accuracy, 100 * r.recovery_accuracy_sd, 1)} | "
             f"{_cell(100 * r.recovery_accuracy_flipped, 100 * r.recovery_accuracy_flipped_sd, 1)} | {reference} |"
         )
-    figures = sorted((results / "convergence").glob("fig_convergence_*.png"))
+    figures = sorted((results / CONVERGENCE).glob(f"{FIG_CONVERGENCE}_*.png"))
     return "\n".join(lines) + "".join(f"\n\n![convergence, {f.stem.split('_')[-1]}]({f})" for f in figures)
 
 
@@ -211,16 +225,13 @@ def render_file(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _filled(body: str, block: re.Match[str]) -> str:
-    """A ``<!-- results:... -->`` block of the README with ``body`` inside."""
-    return block.group(1) + body + "\n" + block.group(2)
-
-
 TIERS = ("demo", "matched")  # configs whose committed results the README shows
 _PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": render_attacks, "-sanity": render_sanity}
 RENDERERS: dict[str, Callable[[], str]] = {
     **{
-        f"{tier}{kind}": partial(render, Path("results") / tier) for tier in TIERS for kind, render in _PER_TIER.items()
+        f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
+        for tier in TIERS
+        for kind, render in _PER_TIER.items()
     },
     "matched-convergence": lambda: render_convergence(Path("results") / "matched"),
     "verdict": lambda: render_verdicts({tier: Path("results") / tier for tier in reversed(TIERS)}),
@@ -243,7 +254,7 @@ def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
             if names:
                 raise
             continue
-        text = pattern.sub(partial(_filled, body), text)
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
         done.append(name)
     readme.write_text(text)
     return done

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.convergence import eval_steps, plateaued
-from pipeline.losses import LossParams, bind_loss, freeze
+from pipeline.losses import CycleParams, LossParams, bind_loss, freeze
 from pipeline.models import ConvVAE, recover
 from pipeline.sanity import HeldOut
 from pipeline.victims import small_cnn
@@ -25,8 +25,11 @@ def test_a_run_may_take_its_own_budget_and_the_others_keep_the_study_s():
     from pipeline.store import Store
 
     plan = build_plan(load_config("matched"), Store("/nonexistent"), ["convergence"])
-    budgets = {p.task.config["run"]: (p.task.config["steps"], p.task.config["eval_steps"][-1])
-               for p in plan.tasks if p.task.step == "train-convergence"}
+    budgets = {
+        p.task.config["run"]: (p.task.config["steps"], p.task.config["eval_steps"][-1])
+        for p in plan.tasks
+        if p.task.step == "train-convergence"
+    }
     assert budgets["as_written_b256"] == (1125, 1125) and budgets["as_written"] == (9000, 9000)
 
 
@@ -47,7 +50,7 @@ def test_held_out_measures_the_objective_psnrs_and_recovery_of_the_victim():
     models = {"model": aae, "cae": cae}
     victim = small_cnn(3).eval()
     measure = HeldOut("aae", x, clean, victim, torch.device("cpu"))
-    loss = bind_loss("aae", models, LossParams(1e-3, "sum", warmup_epochs=10))
+    loss = bind_loss("aae", models, LossParams(1e-3, "sum", CycleParams(10, "cycle", 0.0)))
     out = measure(models, loss, lambda batch: recover(aae, cae, batch))
     assert out["heldout_total"] == pytest.approx(out["heldout_paper"])  # never the warm-up's term
     assert out["heldout_recon_x"] > 0 and out["n"] == 6 and 0 <= out["recovery_accuracy"] <= 1

@@ -1,9 +1,23 @@
 """Step declarations, the DAG and plan keys."""
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from pipeline.config import load_config
-from pipeline.dag import Ref, Resources, Step, Task, build_plan, discover, ordered
+from pipeline.dag import (
+    KEYED_UNLESS_NONE,
+    UNKEYED,
+    Ref,
+    Resources,
+    Step,
+    Task,
+    TaskRecord,
+    all_tasks,
+    build_plan,
+    discover,
+    ordered,
+)
 from pipeline.errors import PipelineError
 from pipeline.store import Store
 
@@ -84,3 +98,22 @@ def test_a_single_task_can_be_targeted():
     assert {(p.task.step, p.task.id) for p in plan.tasks if p.task.step == "attack"} == {("attack", "test/fgsm/000000")}
     with pytest.raises(PipelineError, match="step attack has no task 'test/nope'"):
         build_plan(load_config("smoke"), Store("/x"), ["attack[test/nope]"])
+
+
+@dataclass(frozen=True)
+class _Record(TaskRecord):
+    value: int
+    digest: str | None = field(default=None, metadata=KEYED_UNLESS_NONE)
+    reads: tuple[str, ...] = field(default=(), metadata=UNKEYED)
+
+
+def test_a_record_keys_its_fields_but_not_declared_input_names_nor_an_absent_optional_value():
+    assert _Record(1, None, ("adv-000000",)).key_config() == {"value": 1}
+    assert _Record(1, "abc").key_config() == {"value": 1, "digest": "abc"}
+    task = Task("s", "t", _Record(2, reads=("x",)))
+    assert task.config == {"value": 2} and task.record.reads == ("x",)
+
+
+def test_every_step_of_the_jobs_package_plans_typed_records():
+    tasks = all_tasks(load_config("smoke"), discover())
+    assert all(isinstance(t.record, TaskRecord) for ts in tasks.values() for t in ts)

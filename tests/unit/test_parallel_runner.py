@@ -22,12 +22,12 @@ from pipeline.store import Store
 pytestmark = pytest.mark.unit
 
 
-def record(ctx, task: Task) -> None:
+def record(ctx, cfg: dict) -> None:
     """The fake steps' run: optionally leave a checkpoint and a marker, sleep, fail; then write what the
     task saw (its GPUs, threads, process, inputs, when it ran)."""
     import torch
 
-    cfg, started = task.config, time.time()
+    started = time.time()
     if cfg.get("checkpoint"):
         (ctx.work / "checkpoint.pt").write_text("epoch 1")
     if cfg.get("marker"):  # written whole, then renamed: whoever sees it can read the pid
@@ -38,7 +38,7 @@ def record(ctx, task: Task) -> None:
     if cfg.get("say"):
         print(cfg["say"])
     if cfg.get("fail") == "user":
-        raise PipelineError(f"input {task.id}.h5 is corrupt")
+        raise PipelineError(f"input {ctx.key.removeprefix('cpu-')}.h5 is corrupt")
     if cfg.get("fail") == "bug":
         raise ValueError("an internal bug")
     if cfg.get("fail") == "crash":

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -37,8 +36,8 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             raise Stop
 
     spec = TrainSpec(epochs=epochs, batch_size=16, lr=1e-3, milestones=[])
-    loss = bind_loss("vae", {"model": model}, LossParams(lambda_kl=1e-3, reduction="sum"))
-    with contextlib.suppress(Stop):
+    loss = bind_loss("vae", {"model": model}, LossParams(1e-3, "sum"))
+    try:
         train(
             {"model": model},
             loss,
@@ -48,6 +47,8 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             torch.device("cpu"),
             after_epoch=after_epoch,
         )
+    except Stop:
+        pass
     return progress
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import LossParams, bind_loss, freeze, sse
+from pipeline.losses import CycleParams, LossParams, bind_loss, freeze, sse
 from pipeline.models import ConvVAE, recover
 from pipeline.training import (
     CheckpointError,
@@ -53,7 +53,8 @@ def aae_setup(seed: int = 0):
     cae = freeze(ConvVAE(SHAPE, [16, 8], kernel=3))
     torch.manual_seed(seed)
     aae = ConvVAE(SHAPE, [16, 12, 8], kernel=3)
-    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, LossParams(1e-3, "sum", warmup_epochs=1))
+    params = LossParams(1e-3, "sum", CycleParams(1, "cycle", 0.0))
+    return {"aae": aae}, bind_loss("aae", {"model": aae, "cae": cae}, params)
 
 
 def spec(epochs: int, **kw) -> TrainSpec:
@@ -72,7 +73,7 @@ def assert_same(a, b):
 def test_training_learns_more_than_the_mean_image_and_steps_lr(tmp_path):
     x = smooth_images(96)
     xf = x.float() / 255
-    mean_image_sse = sse(xf.mean(0, keepdim=True).expand_as(xf), xf).item()
+    mean_image_sse = sse(xf.mean(0, keepdim=True).expand_as(xf), xf, "sum").item()
     torch.manual_seed(0)
     cae = ConvVAE(SHAPE, [64, 16], kernel=3)
     history = train(
@@ -89,7 +90,7 @@ def test_training_learns_more_than_the_mean_image_and_steps_lr(tmp_path):
     assert history[0]["total"] > mean_image_sse
     assert history[-1]["total"] < 0.75 * mean_image_sse
     with torch.no_grad():
-        assert sse(recover(cae, cae, xf), xf) < 0.75 * mean_image_sse
+        assert sse(recover(cae, cae, xf), xf, "sum") < 0.75 * mean_image_sse
     assert [r["lr"] for r in history[7:9]] == pytest.approx([0.01, 0.001])
 
 

@@ -6,9 +6,9 @@ from pipeline.dag import Resources, Step, Task
 from tests.slurm.gatedsteps import wait_for_gate
 
 
-def run(ctx, task: Task) -> None:
-    wait_for_gate(task.id)
-    (ctx.out / "value.txt").write_text(task.id)
+def run(ctx, task: dict) -> None:
+    wait_for_gate(task["name"])
+    (ctx.out / "value.txt").write_text(task["name"])
 
 
 STEP = Step(

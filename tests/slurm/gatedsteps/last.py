@@ -5,8 +5,9 @@ from __future__ import annotations
 from pipeline.dag import Ref, Resources, Step, Task
 
 
-def run(ctx, task: Task) -> None:
-    (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in ctx.inputs_named("second")))
+def run(ctx, task: dict) -> None:
+    second = [ctx.inputs[name] for name in sorted(ctx.inputs)]  # every input is a ``second`` task
+    (ctx.out / "value.txt").write_text(",".join(a.file("value.txt").read_text() for a in second))
 
 
 STEP = Step(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.dag import Ref, Resources, Step, Task
 
 
-def run(ctx, task: Task) -> None:
+def run(ctx, task: dict) -> None:
     (ctx.out / "value.txt").write_text(ctx.input("first").file("value.txt").read_text() + "+second")
 
 

@@ -9,12 +9,13 @@ from pipeline.dag import Resources, Step, Task
 from pipeline.errors import PipelineError
 
 
-def run(ctx, task: Task) -> None:
-    if task.id in os.environ.get("FAKESTEPS_FAIL", "").split(","):
-        raise PipelineError(f"task {task.id} was told to fail")
-    if task.id in os.environ.get("FAKESTEPS_BUG", "").split(","):
+def run(ctx, task: dict) -> None:
+    name = task["name"]  # the task's id
+    if name in os.environ.get("FAKESTEPS_FAIL", "").split(","):
+        raise PipelineError(f"task {name} was told to fail")
+    if name in os.environ.get("FAKESTEPS_BUG", "").split(","):
         raise KeyError("size")  # as a manifest file entry without "size" once raised in Artifact.verify
-    (ctx.out / "value.txt").write_text(task.id)
+    (ctx.out / "value.txt").write_text(name)
 
 
 STEP = Step(
