@@ -13,7 +13,7 @@ from typing import Any
 
 from jobs.artifacts import ABLATIONS, FIG_DEPTHS, FIG_LAMBDAS, eval_task_id, export_tree, results_dir
 from jobs.evaluate import EvaluateTask
-from pipeline.dag import UNKEYED, Ref, Resources, Step, Task, TaskRecord
+from pipeline.dag import UNKEYED, Ref, Resources, Step, Task, TaskRecord, record_of
 from pipeline.execute import Context
 from pipeline.methods import METHODS
 
@@ -48,10 +48,10 @@ class AblationFiguresTask(TaskRecord):
 
 def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> list[Task]:
     sweep = cfg["ablation"]
-    evaluations: list[tuple[Task, EvaluateTask]] = [(t, t.record) for t in upstream["evaluate"]]
-    swept = [(t, e) for t, e in evaluations if t.group == "ablations"]
-    points = [AblationPoint(f"point:{t.id}", e.row, e.variant, e.point, e.test) for t, e in swept]
-    inputs = {p.input: Ref("evaluate", t.id) for p, (t, _) in zip(points, swept)}
+    evaluations: list[tuple[Task, EvaluateTask]] = [(t, record_of(t, EvaluateTask)) for t in upstream["evaluate"]]
+    swept = [(t, e, e.point) for t, e in evaluations if e.point is not None]  # the "ablations" group
+    points = [AblationPoint(f"point:{t.id}", e.row, e.variant, point, e.test) for t, e, point in swept]
+    inputs = {p.input: Ref("evaluate", t.id) for p, (t, _, _) in zip(points, swept)}
     attacks = list(dict.fromkeys(p.test for p in points))
     identity = {
         eval_task_id(name, None, a, None, None)

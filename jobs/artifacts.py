@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import AttackConfig, VictimConfig
-from pipeline.dag import Ref, Task
+from pipeline.dag import Ref, Task, record_of
 from pipeline.data.shards import ShardSet
 from pipeline.errors import PipelineError
 from pipeline.execute import planned_at
@@ -138,9 +138,11 @@ def attack_task_id(role: str, attack: str, start: int, noise_seed: int | None = 
 def adversarial_refs(attack_tasks: Sequence[Task]) -> dict[tuple[str, str, int | None], dict[str, Ref]]:
     """Per (role, attack, victim noise seed; None: the role's own victim): the inputs naming every
     shard of that attack on that role, in row order."""
+    from jobs.attack import AttackTask
+
     refs: dict[tuple[str, str, int | None], dict[str, Ref]] = {}
     for t in attack_tasks:
-        shard = t.record
+        shard = record_of(t, AttackTask)
         refs.setdefault((shard.role, shard.attack, shard.victim_seed), {})[f"{ADV_INPUT}{shard.start:06d}"] = Ref(
             "attack", t.id
         )

@@ -21,7 +21,7 @@ from jobs.artifacts import (
     victim_task_parts,
 )
 from pipeline.config import ATTACKED_ROLES, AttackConfig
-from pipeline.dag import Ref, Resources, Step, Task, TaskRecord
+from pipeline.dag import Ref, Resources, Step, Task, TaskRecord, record_of
 from pipeline.data.shards import ShardWriter
 from pipeline.errors import PipelineError
 from pipeline.execute import Context
@@ -170,7 +170,7 @@ def report(done: list[tuple[Task, dict]]) -> list[str]:
     """Per (role, attack): images, success rate, mean norms, throughput over the finished shards."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for task, summary in done:
-        record: AttackTask = task.record
+        record = record_of(task, AttackTask)
         groups[(record.role, record.attack)].append(summary)
     lines = []
     for (role, name), items in sorted(groups.items()):

@@ -83,8 +83,10 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
         victim, victim_inputs = victim_task_parts("test", cfg["victim"].test, noise_seed)
         inputs = {"clean": Ref("sample", dataset), **victim_inputs}
         if spec.uses_cae:
+            assert seed is not None  # a learned method is evaluated once per training seed
             inputs["cae"] = Ref("train-cae", seeded(variant.cae_id, seed))
         if spec.training:
+            assert train is not None and seed is not None  # a trained method: per training attack and seed
             inputs["model"] = Ref("train-aae", train_task_id(row, train, variant.point, seed))
         attacked = shards[("test", test, noise_seed)] if test != CLEAN else {}
         inputs.update(attacked)
@@ -170,8 +172,14 @@ def run(ctx: Context, task: EvaluateTask) -> None:
     spec = METHODS[task.method]
     device = select_device(ctx.config.runtime)
     victim = load_victim(ctx.inputs, task.victim, device)
-    models = {name: load_model(ctx.input(name), device) for name in ("cae", "model") if name in ctx.inputs}
-    recover = spec.recover(models, spec.params(**task.params) if spec.params else None)
+    models: dict[str, Any] = {
+        name: load_model(ctx.input(name), device) for name in ("cae", "model") if name in ctx.inputs
+    }
+    params = None
+    if spec.params:
+        assert task.params is not None  # ``evaluate.params`` has a section for every method with parameters
+        params = spec.params(**task.params)
+    recover = spec.recover(models, params)
     data = _test_images(ctx, task)
     inputs, clean = torch.from_numpy(data["inputs"]), torch.from_numpy(data["clean"])
     with torch.no_grad():

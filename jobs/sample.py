@@ -93,7 +93,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
 
 
 def run(ctx: Context, task: SampleTask) -> None:
-    source, root, splits = SOURCES[task.source], Path(task.root), [tuple(s) for s in task.splits]
+    source, root, splits = SOURCES[task.source], Path(task.root), [(split, count) for split, count in task.splits]
     if task.classes is not None and not source.labelled:
         raise PipelineError(f"config key 'sample.datasets.{task.dataset}.classes': source {task.source} has no labels")
     if task.manifest:

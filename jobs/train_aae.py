@@ -55,7 +55,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
             (cfg["attack"].names, cfg["seeds"]) if variant.point is None else (ablation_attacks, ablation_seeds(cfg))
         )
         for spec in specs:
-            training = spec.training
+            training = spec.require_training()
             for attack in attacks:
                 for seed in seeds:
                     inputs = dict(shards[("aae_train", attack, None)])

@@ -62,7 +62,7 @@ def tasks(cfg: Mapping[str, Any], upstream: Mapping[str, Sequence[Task]]) -> lis
         steps = eval_steps(conv.first_eval, budget)
         while steps[-1] * 2 <= (study_run.max_steps or conv.max_steps):
             steps.append(steps[-1] * 2)
-        training = METHODS[study_run.method].training
+        training = METHODS[study_run.method].require_training()
         section = merge(merge(asdict(cfg["aae"]), {"optim": {"milestones": [], "steps": None}}), study_run.aae)
         section = training.section(section, asdict(cfg["cae"]))
         for attack in (a for a in conv.attacks if a in cfg["attack"].names):

@@ -12,7 +12,7 @@ evenly spaced widths from 400/512·F down to 100/512·F between F and L (N = 6 g
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ def cae_widths(depth: int, first: int, latent: int) -> list[int]:
 def aae_widths(depth: int, first: int, latent: int) -> list[int]:
     """``first``, then ``depth - 2`` evenly spaced widths from 400/512 to 100/512 of it (halves round
     up, so 64 gives the main config's 64-50-38-25-13-8), then ``latent``."""
-    middle = np.linspace(first * 400 / 512, first * 100 / 512, depth - 2) if depth > 2 else []
+    middle: Iterable[float] = np.linspace(first * 400 / 512, first * 100 / 512, depth - 2) if depth > 2 else []
     return [first, *(int(np.floor(w + 0.5)) for w in middle), latent]
 
 

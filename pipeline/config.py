@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -96,8 +96,18 @@ def _params_section(name: str, specs: Mapping[str, Any]) -> type:
     )
 
 
-AttackParams = _params_section("AttackParams", ATTACKS)
-MethodParams = _params_section("MethodParams", METHODS)
+if TYPE_CHECKING:
+
+    class _ParamsSection:
+        """What mypy sees of a section ``_params_section`` builds: one attribute per spec with parameters."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    AttackParams = _ParamsSection
+    MethodParams = _ParamsSection
+else:
+    AttackParams = _params_section("AttackParams", ATTACKS)
+    MethodParams = _params_section("MethodParams", METHODS)
 
 
 @dataclass
@@ -371,7 +381,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not sep or not dotted or any(not part for part in dotted.split(".")):
         raise PipelineError(f"--set {text!r}: expected KEY.PATH=VALUE")
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""  # noqa: S506
+        value: Any = yaml.load(raw, Loader=_Loader) if raw.strip() else ""  # noqa: S506
     except yaml.YAMLError:
         raise PipelineError(f"--set {text!r}: value is not valid YAML") from None
     for part in reversed(dotted.split(".")):

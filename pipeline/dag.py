@@ -12,7 +12,7 @@ import pkgutil
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
@@ -84,6 +84,19 @@ class Task:
     def config(self) -> Mapping[str, Any]:
         """The config values the artifact key hashes."""
         return self.record.key_config() if isinstance(self.record, TaskRecord) else self.record
+
+
+R = TypeVar("R", bound=TaskRecord)
+
+
+def record_of(task: Task, kind: type[R]) -> R:
+    """A task's record as the record type its step builds (every step's tasks carry their step's one type;
+    only engine tests plan plain mappings)."""
+    if not isinstance(task.record, kind):
+        raise PipelineError(
+            f"task {task.step}[{task.id}] has a {type(task.record).__name__} record, not {kind.__name__}"
+        )
+    return task.record
 
 
 TasksFn = Callable[[Mapping[str, Any], Mapping[str, Sequence[Task]]], list[Task]]

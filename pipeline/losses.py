@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -120,6 +121,11 @@ Loss = Callable[[Mapping[str, nn.Module], LossParams, Mapping[str, Tensor], int]
 Outputs = Callable[[Mapping[str, nn.Module], Mapping[str, Tensor]], dict[str, tuple[Tensor, Tensor]]]
 
 
+def _net(models: Mapping[str, nn.Module], name: str) -> ConvVAE:
+    """``models[name]``: every network these losses train or read through is a ``ConvVAE``."""
+    return cast(ConvVAE, models[name])
+
+
 def target_of(batch: Mapping[str, Tensor]) -> Tensor:
     """The image a batch's model learns to output: its paired ``target``, else its input ``x``."""
     return batch.get("target", batch["x"])
@@ -130,8 +136,8 @@ def _aae_loss(
 ) -> dict[str, Tensor]:
     cycle = params.through_cae()
     return aae_loss(
-        models["model"],
-        models["cae"],
+        _net(models, "model"),
+        _net(models, "cae"),
         batch["x"],
         params.lambda_kl,
         epoch < cycle.warmup_epochs,
@@ -145,7 +151,7 @@ def _aae_loss(
 # models["cae"] the frozen CAE (aae only); batch["x"] is the input and batch["target"], when
 # present, the image to reconstruct (a paired clean image), else the input. Epochs count from 0.
 LOSSES: dict[str, Loss] = {
-    "vae": lambda m, p, b, epoch: vae_loss(m["model"], b["x"], target_of(b), p.lambda_kl, p.reduction),
+    "vae": lambda m, p, b, epoch: vae_loss(_net(m, "model"), b["x"], target_of(b), p.lambda_kl, p.reduction),
     "aae": lambda m, p, b, epoch: _aae_loss(m, p, b, epoch),
 }
 
@@ -160,8 +166,8 @@ def _cycle_outputs(aae: ConvVAE, cae: ConvVAE, x: Tensor) -> dict[str, tuple[Ten
 # from latent means. "objective": what the loss asks the model to reproduce (the AAE: its cycle
 # D_AAE(E_CAE(D_CAE(E_AAE(x))))); "recovered" (AAE): D_CAE(E_AAE(x)) against the input x.
 OUTPUTS: dict[str, Outputs] = {
-    "vae": lambda m, b: {"objective": (reconstruct(m["model"], b["x"]), target_of(b))},
-    "aae": lambda m, b: _cycle_outputs(m["model"], m["cae"], b["x"]),
+    "vae": lambda m, b: {"objective": (reconstruct(_net(m, "model"), b["x"]), target_of(b))},
+    "aae": lambda m, b: _cycle_outputs(_net(m, "model"), _net(m, "cae"), b["x"]),
 }
 
 

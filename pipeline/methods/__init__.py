@@ -92,6 +92,12 @@ class MethodSpec:
         """One trained model per training attack (evaluated seen and unseen)."""
         return self.training is not None
 
+    def require_training(self) -> Training:
+        """``training``, where a task is built only for methods that train (a bug otherwise)."""
+        if self.training is None:
+            raise RuntimeError(f"method {self.name!r} trains no model")
+        return self.training
+
 
 def discover() -> dict[str, MethodSpec]:
     """Every spec declared at the top level of a module of this package, in row order."""

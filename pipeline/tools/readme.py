@@ -225,19 +225,25 @@ def render_file(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _tier_renderer(render: Callable[[Path], str], tier: str) -> Callable[[], str]:
+    """``render`` applied to one tier's results folder, when called."""
+    return lambda: render(Path("results") / tier)
+
+
 TIERS = ("demo", "matched")  # configs whose committed results the README shows
 _PER_TIER: dict[str, Callable[[Path], str]] = {"": render_results, "-attacks": render_attacks, "-sanity": render_sanity}
 RENDERERS: dict[str, Callable[[], str]] = {
-    **{
-        f"{tier}{kind}": (lambda render=render, tier=tier: render(Path("results") / tier))
-        for tier in TIERS
-        for kind, render in _PER_TIER.items()
-    },
+    **{f"{tier}{kind}": _tier_renderer(render, tier) for tier in TIERS for kind, render in _PER_TIER.items()},
     "matched-convergence": lambda: render_convergence(Path("results") / "matched"),
     "verdict": lambda: render_verdicts({tier: Path("results") / tier for tier in reversed(TIERS)}),
     "bench": lambda: render_file(Path("results/bench.md")),
     "faults": lambda: render_file(Path("results/reliability.md")),
 }
+
+
+def _between_markers(body: str) -> Callable[[re.Match[str]], str]:
+    """The replacement of a matched block: its two markers around ``body`` (taken literally)."""
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
 
 
 def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
@@ -254,7 +260,7 @@ def refresh(readme: Path, names: list[str] | None = None) -> list[str]:
             if names:
                 raise
             continue
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(_between_markers(body), text)
         done.append(name)
     readme.write_text(text)
     return done

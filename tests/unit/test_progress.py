@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -37,7 +38,7 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
 
     spec = TrainSpec(epochs=epochs, batch_size=16, lr=1e-3, milestones=[])
     loss = bind_loss("vae", {"model": model}, LossParams(1e-3, "sum"))
-    try:
+    with contextlib.suppress(Stop):
         train(
             {"model": model},
             loss,
@@ -47,8 +48,6 @@ def _train(work, epochs: int, stop_after: int | None = None) -> ProgressFile:
             torch.device("cpu"),
             after_epoch=after_epoch,
         )
-    except Stop:
-        pass
     return progress
 
 
