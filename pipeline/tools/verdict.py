@@ -87,6 +87,8 @@ def _pixel_rate(results: Path, tier: str) -> tuple[str, str]:
 def _above_supervised(results: Path, tier: str) -> tuple[str, str]:
     accuracy = _table(results, "table_ii_seen_recovery_accuracy")
     rows = [r for r in SUPERVISED if r in accuracy.index]
+    if not rows:
+        return "no supervised row in this tier's config", UNTESTABLE
     best = max(rows, key=lambda r: accuracy.loc[r, "avg"])
     ours, supervised = _value(accuracy, OURS), _value(accuracy, best)
     return f"Ours {_show(ours)} against {_show(supervised)} ({accuracy.loc[best, 'title']})", _compare(ours, supervised)
@@ -143,6 +145,8 @@ def _degrades_less(results: Path, tier: str) -> tuple[str, str]:
     seen = _table(results, "table_ii_seen_recovery_accuracy")
     unseen = _table(results, "table_iii_unseen_recovery_accuracy")
     rows = [r for r in SUPERVISED if r in seen.index]
+    if not rows:
+        return "no supervised row in this tier's config", UNTESTABLE
     drops = {r: seen.loc[r, "avg"] - unseen.loc[r, "avg"] for r in [OURS, *rows]}
     text = ", ".join(f"{seen.loc[r, 'title'].split(' (')[0]} {d:+.1f}" for r, d in drops.items())
     verdict = HOLDS if drops[OURS] < min(drops[r] for r in rows) else FAILS

@@ -115,11 +115,12 @@ def folder_digests(folder: Path) -> dict[str, str]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every path under ``root`` with its sha256 (``dir`` for directories). Lock files are left out:
-    they are empty, hold no data, and ``execute`` creates one per task it tries."""
+    they are empty, hold no data, and ``execute`` creates one per task it tries (``submit`` and
+    ``cancel`` one for the submission records)."""
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        if rel.startswith(".locks/"):
+        if rel.startswith(".locks/") or rel == ".submissions/lock":
             continue
         out[rel] = "dir" if path.is_dir() else sha256(path)
     return out

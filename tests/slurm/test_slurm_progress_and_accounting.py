@@ -15,7 +15,7 @@ from tests.slurm.conftest import LOCAL_PROFILE, checked, pipeline, wait_for_empt
 
 pytestmark = pytest.mark.slurm
 
-EPOCHS = 400  # long enough to be caught running, and requeued
+EPOCHS = 1500  # long enough to be caught running, and requeued, on a loaded machine (400 ended before the requeue)
 SMOKE = ("--config", "smoke", "--set", "seeds=[0]", "--set", "runtime.threads=1", "--set", f"cae.optim.epochs={EPOCHS}")
 
 
