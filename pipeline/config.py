@@ -225,11 +225,15 @@ class AAEConfig:
 @dataclass
 class EvaluateConfig:
     methods: list[str] = bounded(list(METHODS), choices=tuple(METHODS))  # table rows, in order
+    skip: list[str] = bounded([], choices=tuple(METHODS))  # rows left out of ``methods`` (a new method stays in)
     params: MethodParams = field(default_factory=MethodParams)
     tolerance: float = bounded(0.05, lo=0.0, hi=1.0)  # τ of the pixel recovery rate (see README)
     batch_size: int = bounded(256, lo=1)
     unseen_seed: int = 0
     keep_images: int = bounded(8, lo=0)  # recovered images kept per evaluation, for figures
+
+    def __post_init__(self) -> None:
+        self.methods = [m for m in self.methods if m not in self.skip]
 
 
 @dataclass
