@@ -17,8 +17,18 @@ pytestmark = pytest.mark.slurm
 
 EPOCHS = 1500  # long enough to be caught running, and requeued, on a loaded machine (400 ended before the requeue)
 # one CAE (smoke's `wide` variant would make the array two: `scontrol requeue` then fails on the one not started)
-SMOKE = ("--config", "smoke", "--set", "seeds=[0]", "--set", "cae.variants={}", "--set", "runtime.threads=1",
-         "--set", f"cae.optim.epochs={EPOCHS}")
+SMOKE = (
+    "--config",
+    "smoke",
+    "--set",
+    "seeds=[0]",
+    "--set",
+    "cae.variants={}",
+    "--set",
+    "runtime.threads=1",
+    "--set",
+    f"cae.optim.epochs={EPOCHS}",
+)
 
 
 def _jobs(root: Path) -> dict[str, str]:
